@@ -1,0 +1,213 @@
+"""The message: what a producer publishes and what a handler receives."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from queuekit import codec
+from queuekit.errors import InvalidMessage, InvalidTopic
+
+MIN_PRIORITY = 0
+MAX_PRIORITY = 9
+DEFAULT_GROUP = "default"
+DLQ_SUFFIX = ".dlq"
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MAX_TOPIC_LENGTH = 120
+MAX_GROUP_LENGTH = 100
+
+# Headers that dead-lettering adds to a message (kept in the broker's native headers).
+DLQ_REASON = "x-dlq-reason"
+DLQ_ERROR = "x-dlq-error"
+DLQ_GROUP = "x-dlq-group"
+DLQ_ATTEMPTS = "x-dlq-attempts"
+DLQ_AT = "x-dlq-at"
+DLQ_TOPIC = "x-dlq-topic"
+
+
+def new_message_id() -> str:
+    """A fresh, globally unique message id (32 hex characters)."""
+    return uuid.uuid4().hex
+
+
+def validate_topic(topic: str) -> str:
+    """Return ``topic`` if it is a valid topic name, else raise :class:`InvalidTopic`.
+
+    A topic is 1-120 characters of ``A-Z a-z 0-9 . _ -`` starting with a letter or digit:
+    the intersection of what Kafka, RabbitMQ and Redis accept, with room for suffixes such
+    as ``.dlq``. Names ending in ``.dlq`` are reserved for dead-letter queues.
+    """
+    if not isinstance(topic, str) or not topic:
+        raise InvalidTopic("topic must be a non-empty string")
+    if len(topic) > MAX_TOPIC_LENGTH:
+        raise InvalidTopic(f"topic is longer than {MAX_TOPIC_LENGTH} characters")
+    if not _NAME_RE.match(topic):
+        raise InvalidTopic(
+            f"invalid topic {topic!r}: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit"
+        )
+    if topic.endswith(DLQ_SUFFIX):
+        raise InvalidTopic(f"topic names ending in {DLQ_SUFFIX!r} are reserved for dead letters")
+    return topic
+
+
+def validate_group(group: str) -> str:
+    """Return ``group`` if it is a valid consumer-group name, else raise :class:`InvalidTopic`."""
+    if not isinstance(group, str) or not group or len(group) > MAX_GROUP_LENGTH:
+        raise InvalidTopic(f"group must be 1-{MAX_GROUP_LENGTH} characters")
+    if not _NAME_RE.match(group):
+        raise InvalidTopic(
+            f"invalid group {group!r}: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit"
+        )
+    return group
+
+
+def dlq_topic(topic: str) -> str:
+    """The name of the dead-letter queue of ``topic``."""
+    return topic + DLQ_SUFFIX
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """An immutable message.
+
+    Attributes:
+        topic: where it is published; see :func:`validate_topic`.
+        payload: the body, as bytes (JSON produced by :mod:`queuekit.codec` unless the
+            producer sent other bytes). Backends store and return it byte for byte.
+        id: unique id, kept across retries, redeliveries and dead-lettering.
+        headers: string metadata; names starting with ``x-dlq-`` are reserved.
+        key: optional partitioning/business key (Kafka partitions by it).
+        priority: 0 (default, lowest) to 9 (most urgent).
+        not_before: unix time before which the message must not be delivered, or None.
+        attempt: which delivery this is, starting at 1; set by the backend on delivery.
+        created_at: unix time at which the message was created.
+    """
+
+    topic: str
+    payload: bytes
+    id: str = field(default_factory=new_message_id)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    key: str | None = None
+    priority: int = MIN_PRIORITY
+    not_before: float | None = None
+    attempt: int = 1
+    created_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def build(
+        cls,
+        topic: str,
+        payload: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        key: str | None = None,
+        priority: int = MIN_PRIORITY,
+        delay: float | None = None,
+        message_id: str | None = None,
+    ) -> Message:
+        """Validate and build a message whose payload is ``payload`` encoded as JSON.
+
+        ``delay`` (seconds from now) sets ``not_before``.
+
+        Raises:
+            InvalidTopic: bad topic name.
+            InvalidMessage: bad priority, delay, headers or a non-JSON payload.
+        """
+        validate_topic(topic)
+        check_priority(priority)
+        if delay is not None and (delay < 0 or delay != delay):
+            raise InvalidMessage("delay must be a non-negative number of seconds")
+        clean_headers = check_headers(headers or {})
+        now = time.time()
+        return cls(
+            topic=topic,
+            payload=codec.encode(payload),
+            id=message_id or new_message_id(),
+            headers=clean_headers,
+            key=key,
+            priority=priority,
+            not_before=now + delay if delay else None,
+            created_at=now,
+        )
+
+    def json(self) -> Any:
+        """The payload decoded from JSON (raises :class:`InvalidMessage` if it is not JSON)."""
+        return codec.decode(self.payload)
+
+    def with_attempt(self, attempt: int) -> Message:
+        """A copy of this message with ``attempt`` set (backends call this on delivery)."""
+        return replace(self, attempt=attempt)
+
+
+def check_priority(priority: int) -> int:
+    """Return ``priority`` if it is an int in 0-9, else raise :class:`InvalidMessage`."""
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidMessage("priority must be an integer from 0 to 9")
+    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise InvalidMessage(f"priority must be from {MIN_PRIORITY} to {MAX_PRIORITY}")
+    return priority
+
+
+def check_headers(headers: Mapping[str, Any]) -> dict[str, str]:
+    """Return headers as a plain str->str dict, or raise :class:`InvalidMessage`."""
+    clean: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not name or not isinstance(value, str):
+            raise InvalidMessage("headers must map non-empty strings to strings")
+        clean[name] = value
+    return clean
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A dead-lettered message and why it was dead-lettered."""
+
+    message: Message
+    reason: str
+    error: str | None
+    group: str
+    attempts: int
+    dead_lettered_at: float
+
+    @property
+    def topic(self) -> str:
+        """The topic the message was originally published to."""
+        return self.message.topic
+
+
+def dead_letter_headers(
+    message: Message, *, reason: str, error: str | None, group: str, attempts: int
+) -> dict[str, str]:
+    """The message's headers plus the ``x-dlq-*`` headers that describe its dead-lettering."""
+    headers = dict(message.headers)
+    headers[DLQ_REASON] = reason
+    if error is not None:
+        headers[DLQ_ERROR] = error[:2000]
+    headers[DLQ_GROUP] = group
+    headers[DLQ_ATTEMPTS] = str(attempts)
+    headers[DLQ_AT] = repr(time.time())
+    headers[DLQ_TOPIC] = message.topic
+    return headers
+
+
+def parse_dead_letter(message: Message) -> DeadLetter:
+    """Rebuild a :class:`DeadLetter` from a message carrying ``x-dlq-*`` headers.
+
+    The returned ``message`` has the original headers (without ``x-dlq-*``) and topic.
+    """
+    headers = dict(message.headers)
+    reason = headers.pop(DLQ_REASON, "unknown")
+    error = headers.pop(DLQ_ERROR, None)
+    group = headers.pop(DLQ_GROUP, DEFAULT_GROUP)
+    attempts = int(headers.pop(DLQ_ATTEMPTS, "0") or 0)
+    at = float(headers.pop(DLQ_AT, "0") or 0)
+    topic = headers.pop(DLQ_TOPIC, message.topic.removesuffix(DLQ_SUFFIX))
+    original = replace(message, topic=topic, headers=headers, attempt=1)
+    return DeadLetter(original, reason, error, group, attempts, at)
