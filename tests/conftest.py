@@ -1,0 +1,1 @@
+"""Shared pytest configuration: every test is bounded by pytest-timeout (see pyproject)."""
