@@ -1,0 +1,138 @@
+"""Conformance: prefetch, closing, connection state and input validation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from queuekit.broker import Broker, Delivery, Subscription
+from queuekit.errors import BrokerUnavailable, InvalidTopic
+from queuekit.message import Message
+from queuekit.testing.conformance.base import ConformanceBase
+from queuekit.testing.conformance.helpers import (
+    DEFAULT_WAIT,
+    BrokerFactory,
+    assert_no_delivery,
+    collect,
+    next_delivery,
+    publish_json,
+)
+
+
+async def _drain(sub: Subscription) -> list[Delivery]:
+    return [delivery async for delivery in sub]
+
+
+async def _assert_still_running(task: asyncio.Task[object], within: float) -> None:
+    done, _ = await asyncio.wait({task}, timeout=within)
+    assert not done, "expected the consumer to be waiting"
+
+
+class LifecycleConformance(ConformanceBase):
+    """Flow control and the lifecycle of subscriptions and brokers."""
+
+    async def test_prefetch_bounds_unsettled_deliveries(self, broker: Broker, topic: str) -> None:
+        # Given five waiting messages and a consumer with prefetch 2 holding two of them
+        await publish_json(broker, topic, range(5))
+        sub = await broker.subscribe(topic, prefetch=2)
+        first, _second = await collect(sub, 2)
+
+        # When it asks for a third
+        third = asyncio.create_task(anext(sub))
+        try:
+            # Then it waits while two are unsettled
+            await _assert_still_running(third, within=0.5)
+            # And gets one once a delivery is settled
+            await first.ack()
+            async with asyncio.timeout(DEFAULT_WAIT):
+                delivery = await third
+        finally:
+            third.cancel()
+        assert delivery.attempt == 1
+
+    async def test_closing_a_subscription_ends_a_waiting_iteration(
+        self, broker: Broker, topic: str
+    ) -> None:
+        # Given a consumer waiting on an empty topic
+        sub = await broker.subscribe(topic)
+        consumer = asyncio.create_task(_drain(sub))
+        await _assert_still_running(consumer, within=0.2)
+
+        # When the subscription is closed
+        await sub.close()
+
+        # Then the iteration ends cleanly, and stays ended
+        async with asyncio.timeout(DEFAULT_WAIT):
+            assert await consumer == []
+        with pytest.raises(StopAsyncIteration):
+            await anext(sub)
+        await sub.close()  # idempotent
+
+    async def test_closing_the_broker_while_consuming_is_clean(
+        self, make_broker: BrokerFactory, topic: str
+    ) -> None:
+        # Given a consumer holding one delivery and waiting for more
+        broker = await make_broker()
+        await publish_json(broker, topic, ["one"])
+        sub = await broker.subscribe(topic)
+        held = await next_delivery(sub)
+        consumer = asyncio.create_task(_drain(sub))
+        await _assert_still_running(consumer, within=0.2)
+
+        # When its broker is closed
+        await broker.close()
+
+        # Then the iteration ends without error, and closing again is harmless
+        async with asyncio.timeout(DEFAULT_WAIT):
+            assert await consumer == []
+        assert held.attempt == 1
+        await broker.close()
+
+    async def test_a_closed_broker_is_unavailable(
+        self, make_broker: BrokerFactory, topic: str
+    ) -> None:
+        # Given a broker that was closed
+        broker = await make_broker()
+        await broker.close()
+
+        # When it is used, Then it says it is not connected
+        with pytest.raises(BrokerUnavailable, match="not connected"):
+            await publish_json(broker, topic, ["late"])
+        with pytest.raises(BrokerUnavailable, match="not connected"):
+            await broker.ping()
+        with pytest.raises(BrokerUnavailable, match="not connected"):
+            await broker.subscribe(topic)
+
+    async def test_ping_answers_while_connected_only(self, make_broker: BrokerFactory) -> None:
+        # Given a connected broker, When pinged, Then it answers
+        broker = await make_broker()
+        await broker.ping()
+
+        # When it is closed, Then ping says it is not connected
+        await broker.close()
+        with pytest.raises(BrokerUnavailable, match="not connected"):
+            await broker.ping()
+
+    async def test_invalid_names_are_rejected_and_nothing_is_half_written(
+        self, broker: Broker, topic: str
+    ) -> None:
+        # Given names outside the naming rules
+        bad_topics = ["", "has space", "-leading-dash", "x" * 121, f"{topic}.dlq", "ünï"]
+
+        # When they are used, Then InvalidTopic is raised
+        for bad in bad_topics:
+            with pytest.raises(InvalidTopic):
+                await broker.publish([Message(bad, b"{}")])
+            with pytest.raises(InvalidTopic):
+                await broker.subscribe(bad)
+        with pytest.raises(InvalidTopic):
+            await broker.subscribe(topic, "bad group")
+
+        # And a batch with one bad message stores none of it
+        with pytest.raises(InvalidTopic):
+            await broker.publish([Message(topic, b"1"), Message("bad topic", b"2")])
+        sub = await broker.subscribe(topic)
+        await assert_no_delivery(sub, within=0.3)
+        [sent] = await publish_json(broker, topic, ["fine"])
+        assert (await next_delivery(sub)).message.id == sent.id
