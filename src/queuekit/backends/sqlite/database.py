@@ -1,0 +1,116 @@
+"""The database thread: one sqlite3 connection, owned by one thread, called from asyncio.
+
+sqlite3 calls block, so every call runs on a single-thread executor that owns the
+connection; the event loop only awaits. sqlite3 errors are mapped onto queuekit's error tree
+here, at the boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from queuekit.backends.sqlite.store import SqliteStore
+from queuekit.errors import BrokerError, BrokerUnavailable
+
+T = TypeVar("T")
+
+# Primary result codes meaning "the store cannot be used right now", not "it refused this".
+_UNAVAILABLE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_NOTADB,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_READONLY,
+    }
+)
+
+
+def map_error(exc: sqlite3.Error, failure: type[BrokerError]) -> BrokerError:
+    """The queuekit error for a sqlite3 error: unavailable, or ``failure``."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, sqlite3.ProgrammingError) or (
+        code is not None and code & 0xFF in _UNAVAILABLE_CODES
+    ):
+        return BrokerUnavailable(f"SQLite store unavailable: {exc}")
+    return failure(f"SQLite store failed: {exc}")
+
+
+class Database:
+    """A :class:`SqliteStore` on its own thread; ``call`` runs a function on it."""
+
+    def __init__(self, path: Path, *, busy_timeout: float) -> None:
+        self.path = path
+        self._busy_timeout = busy_timeout
+        self._executor: ThreadPoolExecutor | None = None
+        self._store: SqliteStore | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the connection is open."""
+        return self._store is not None
+
+    @property
+    def store(self) -> SqliteStore:
+        """The open store (raises BrokerUnavailable when closed)."""
+        if self._store is None:
+            raise BrokerUnavailable(f"SQLite broker on {self.path} is not connected")
+        return self._store
+
+    async def open(self) -> None:
+        """Start the thread and open the connection; idempotent.
+
+        Raises:
+            BrokerUnavailable: the file cannot be opened.
+        """
+        if self._store is not None:
+            return
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="queuekit-sqlite")
+        loop = asyncio.get_running_loop()
+        try:
+            self._store = await loop.run_in_executor(
+                executor, lambda: SqliteStore.open(self.path, busy_timeout=self._busy_timeout)
+            )
+        except sqlite3.Error as exc:
+            executor.shutdown(wait=False)
+            raise BrokerUnavailable(f"cannot open SQLite store {self.path}: {exc}") from exc
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        self._executor = executor
+
+    async def call(
+        self, function: Callable[[SqliteStore], T], *, failure: type[BrokerError] = BrokerError
+    ) -> T:
+        """Run ``function(store)`` on the database thread and return its result.
+
+        Raises:
+            BrokerUnavailable: not open, or SQLite busy/locked for longer than the busy
+                timeout, or the file became unusable.
+            failure: any other SQLite error.
+        """
+        store = self.store
+        assert self._executor is not None
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, function, store)
+        except sqlite3.Error as exc:
+            raise map_error(exc, failure) from exc
+
+    async def close(self) -> None:
+        """Close the connection and stop the thread; idempotent."""
+        store, executor = self._store, self._executor
+        self._store, self._executor = None, None
+        if store is None or executor is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, store.close)
+        finally:
+            executor.shutdown(wait=False)

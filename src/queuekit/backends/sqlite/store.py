@@ -1,0 +1,477 @@
+"""Every SQL statement of the SQLite backend, run synchronously on one connection.
+
+Only the broker's database thread calls a :class:`SqliteStore` (a sqlite3 connection is not
+shared between threads). Writes run in ``BEGIN IMMEDIATE`` transactions, so that several
+processes on one file queue on SQLite's write lock (``busy_timeout``) instead of failing
+when a read transaction tries to upgrade. Times are wall-clock unix seconds, shared by every
+process using the file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from queuekit.backends.sqlite.schema import (
+    CONNECTION_PRAGMAS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SYNC_DURABLE,
+    SYNC_RELAXED,
+)
+from queuekit.broker import GroupStats, TopicStats
+from queuekit.errors import BrokerUnavailable
+from queuekit.message import DEFAULT_GROUP, DLQ_GROUP, Message, dlq_topic, parse_dead_letter
+
+_MESSAGE_COLUMNS = "seq, id, topic, payload, headers, key, priority, not_before, created_at"
+# Same shape as _MESSAGE_COLUMNS, so one row decoder serves both tables.
+_DEAD_LETTER_COLUMNS = "dl_seq, id, topic, payload, headers, key, priority, NULL, created_at"
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """How one delivery was settled, to be written with others in one transaction.
+
+    Attributes:
+        kind: ``ack`` deletes the delivery; ``nack`` unleases it until ``available_at``;
+            ``dead_letter`` stores ``dead_letter`` (the message with ``x-dlq-*`` headers)
+            and deletes the delivery.
+        seq: the message's sequence number.
+        group: the delivery's group.
+        owner: the subscription that holds the lease (a nack by a consumer that lost its
+            lease is ignored: another consumer owns that delivery now).
+    """
+
+    kind: Literal["ack", "nack", "dead_letter"]
+    seq: int
+    group: str
+    owner: str
+    available_at: float = 0.0
+    dead_letter: Message | None = None
+
+
+def _encode_headers(message: Message) -> bytes | None:
+    return orjson.dumps(dict(message.headers)) if message.headers else None
+
+
+def _message_from_row(row: Sequence[Any], attempt: int = 1) -> Message:
+    _, message_id, topic, payload, headers, key, priority, not_before, created_at = row
+    return Message(
+        topic=topic,
+        payload=payload,
+        id=message_id,
+        headers=orjson.loads(headers) if headers else {},
+        key=key,
+        priority=priority,
+        not_before=not_before,
+        attempt=attempt,
+        created_at=created_at,
+    )
+
+
+class SqliteStore:
+    """The backend's tables on one open connection.
+
+    ``write_transactions`` counts committed write transactions (group commit shows in it).
+    """
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+        self._sync = SYNC_DURABLE  # what CONNECTION_PRAGMAS set
+        self.write_transactions = 0
+
+    @classmethod
+    def open(cls, path: Path, *, busy_timeout: float) -> SqliteStore:
+        """Open (creating if needed) the database at ``path`` in WAL mode with the schema.
+
+        Raises:
+            BrokerUnavailable: the file cannot be opened or is not a queuekit database.
+            sqlite3.Error: other failures (mapped by the caller).
+        """
+        connection = sqlite3.connect(
+            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            for pragma in CONNECTION_PRAGMAS:
+                connection.execute(pragma)
+            mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode != "wal":
+                raise BrokerUnavailable(f"{path}: cannot use WAL journal mode (got {mode!r})")
+            store = cls(connection)
+            store._migrate()
+        except BaseException:
+            connection.close()
+            raise
+        return store
+
+    def _migrate(self) -> None:
+        with self._write():
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise BrokerUnavailable(
+                    f"database schema version {version} is newer than this queuekit "
+                    f"({SCHEMA_VERSION}): upgrade queuekit"
+                )
+            # executescript would commit our transaction; run statements one by one.
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        """Close the connection (a last checkpoint happens if no one else uses the file)."""
+        self._db.close()
+
+    def ping(self) -> None:
+        """Run a trivial query."""
+        self._db.execute("SELECT 1").fetchone()
+
+    @contextmanager
+    def _write(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """A write transaction; ``durable`` ones are fsynced before COMMIT returns.
+
+        Only publishes need ``durable``: losing the last claims or settlements to a power
+        cut means redeliveries, which at-least-once allows. A later durable commit syncs the
+        whole WAL, so it also hardens every relaxed commit before it.
+        """
+        sync = SYNC_DURABLE if durable else SYNC_RELAXED
+        if sync != self._sync:
+            self._db.execute(sync)
+            self._sync = sync
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        self.write_transactions += 1
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def insert_messages(self, messages: Sequence[Message], now: float) -> set[str]:
+        """Store messages and fan out one delivery per group of their topic, atomically.
+
+        A topic without any group gets the default group first. Returns the topics.
+        """
+        topics = {message.topic for message in messages}
+        with self._write(durable=True) as db:
+            db.executemany(
+                "INSERT INTO groups (topic, grp, created_at) SELECT ?1, ?2, ?3"
+                " WHERE NOT EXISTS (SELECT 1 FROM groups WHERE topic = ?1)",
+                [(topic, DEFAULT_GROUP, now) for topic in topics],
+            )
+            last_seq = db.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
+            db.executemany(
+                "INSERT INTO messages"
+                " (id, topic, payload, headers, key, priority, not_before, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        m.id,
+                        m.topic,
+                        m.payload,
+                        _encode_headers(m),
+                        m.key,
+                        m.priority,
+                        m.not_before,
+                        m.created_at,
+                    )
+                    for m in messages
+                ],
+            )
+            # The write lock is ours: every seq above last_seq is a row of this batch.
+            db.execute(
+                "INSERT INTO deliveries (seq, grp, topic, priority, visible_at, attempts)"
+                " SELECT m.seq, g.grp, m.topic, m.priority, coalesce(m.not_before, 0), 0"
+                " FROM messages AS m JOIN groups AS g ON g.topic = m.topic"
+                " WHERE m.seq > ?",
+                (last_seq,),
+            )
+        return topics
+
+    # -- consuming ------------------------------------------------------------------------
+
+    def ensure_group(
+        self, topic: str, group: str, *, owner: str, seen_until: float, now: float
+    ) -> None:
+        """Create ``group`` if new, giving it every message ``topic`` still retains.
+
+        Also registers ``owner`` as a consumer of the group until ``seen_until``.
+        """
+        with self._write() as db:
+            created = db.execute(
+                "INSERT OR IGNORE INTO groups (topic, grp, created_at) VALUES (?, ?, ?)",
+                (topic, group, now),
+            ).rowcount
+            if created:
+                db.execute(
+                    "INSERT INTO deliveries (seq, grp, topic, priority, visible_at, attempts)"
+                    " SELECT seq, ?2, topic, priority, coalesce(not_before, 0), 0"
+                    " FROM messages WHERE topic = ?1",
+                    (topic, group),
+                )
+            self._touch_consumer(owner, topic, group, seen_until, now)
+
+    def _touch_consumer(
+        self, owner: str, topic: str, group: str, seen_until: float, now: float
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO consumers (owner, topic, grp, seen_until) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (owner) DO UPDATE SET seen_until = excluded.seen_until",
+            (owner, topic, group, seen_until),
+        )
+        self._db.execute("DELETE FROM consumers WHERE seen_until < ?", (now,))
+
+    def next_visible(self, topic: str, group: str) -> float | None:
+        """When the group's next delivery becomes claimable (may be in the past), or None."""
+        row = self._db.execute(
+            "SELECT min(visible_at) FROM deliveries WHERE topic = ? AND grp = ?",
+            (topic, group),
+        ).fetchone()
+        value: float | None = row[0]
+        return value
+
+    def claim(
+        self, topic: str, group: str, *, owner: str, limit: int, now: float, lease_until: float
+    ) -> list[tuple[int, Message]]:
+        """Lease up to ``limit`` claimable deliveries to ``owner``, by priority then seq.
+
+        The attempt count is incremented here, in the same transaction, so a consumer that
+        crashes while handling a message still used up an attempt.
+        """
+        with self._write() as db:
+            leased = db.execute(
+                "UPDATE deliveries SET lease_owner = ?1, visible_at = ?2, attempts = attempts + 1"
+                " WHERE grp = ?4 AND seq IN ("
+                "   SELECT seq FROM deliveries INDEXED BY deliveries_claim_order"
+                "   WHERE topic = ?3 AND grp = ?4 AND visible_at <= ?5"
+                "   ORDER BY priority DESC, seq LIMIT ?6)"
+                " RETURNING seq, attempts",
+                (owner, lease_until, topic, group, now, limit),
+            ).fetchall()
+            if not leased:
+                return []
+            attempts = dict(leased)
+            rows = db.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+                " WHERE seq IN (SELECT value FROM json_each(?))",
+                (orjson.dumps(list(attempts)),),
+            ).fetchall()
+        claimed = [(row[0], _message_from_row(row, attempts[row[0]])) for row in rows]
+        claimed.sort(key=lambda item: (-item[1].priority, item[0]))
+        return claimed
+
+    def extend_leases(
+        self,
+        topic: str,
+        group: str,
+        *,
+        owner: str,
+        seqs: Sequence[int],
+        lease_until: float,
+        now: float,
+    ) -> None:
+        """Push the leases ``owner`` holds on ``seqs`` to ``lease_until``; mark it alive."""
+        with self._write() as db:
+            if seqs:
+                db.execute(
+                    "UPDATE deliveries SET visible_at = ?1"
+                    " WHERE grp = ?2 AND lease_owner = ?3"
+                    " AND seq IN (SELECT value FROM json_each(?4))",
+                    (lease_until, group, owner, orjson.dumps(list(seqs))),
+                )
+            self._touch_consumer(owner, topic, group, lease_until, now)
+
+    def release(self, group: str, *, owner: str, seqs: Sequence[int], now: float) -> None:
+        """Give back deliveries claimed but never handed out: claimable now, attempt undone.
+
+        Also forgets ``owner`` as a consumer.
+        """
+        with self._write() as db:
+            if seqs:
+                db.execute(
+                    "UPDATE deliveries"
+                    " SET lease_owner = NULL, visible_at = ?1, attempts = max(attempts - 1, 0)"
+                    " WHERE grp = ?2 AND lease_owner = ?3"
+                    " AND seq IN (SELECT value FROM json_each(?4))",
+                    (now, group, owner, orjson.dumps(list(seqs))),
+                )
+            db.execute("DELETE FROM consumers WHERE owner = ?", (owner,))
+
+    def settle(self, settlements: Sequence[Settlement]) -> None:
+        """Apply acks, nacks and dead-letterings in one transaction.
+
+        A message row is deleted with its last delivery.
+        """
+        nacks = [s for s in settlements if s.kind == "nack"]
+        removed = [s for s in settlements if s.kind != "nack"]
+        dead = [s for s in settlements if s.dead_letter is not None]
+        with self._write() as db:
+            if dead:
+                db.executemany(
+                    "INSERT INTO dead_letters"
+                    " (topic, id, payload, headers, key, priority, created_at)"
+                    " SELECT ?, ?, ?, ?, ?, ?, ?"
+                    " WHERE EXISTS (SELECT 1 FROM deliveries WHERE seq = ? AND grp = ?)",
+                    [self._dead_letter_row(s) for s in dead],
+                )
+            if nacks:
+                db.executemany(
+                    "UPDATE deliveries SET lease_owner = NULL, visible_at = ?"
+                    " WHERE seq = ? AND grp = ? AND lease_owner = ?",
+                    [(s.available_at, s.seq, s.group, s.owner) for s in nacks],
+                )
+            if removed:
+                db.executemany(
+                    "DELETE FROM deliveries WHERE seq = ? AND grp = ?",
+                    [(s.seq, s.group) for s in removed],
+                )
+                db.executemany(
+                    "DELETE FROM messages WHERE seq = ?1"
+                    " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE seq = ?1)",
+                    [(s.seq,) for s in removed],
+                )
+
+    @staticmethod
+    def _dead_letter_row(settlement: Settlement) -> tuple[Any, ...]:
+        message = settlement.dead_letter
+        assert message is not None
+        return (
+            message.topic,
+            message.id,
+            message.payload,
+            orjson.dumps(dict(message.headers)),
+            message.key,
+            message.priority,
+            message.created_at,
+            settlement.seq,
+            settlement.group,
+        )
+
+    # -- administration -------------------------------------------------------------------
+
+    def list_topics(self) -> list[str]:
+        """Every topic with at least one group, sorted."""
+        rows = self._db.execute("SELECT DISTINCT topic FROM groups ORDER BY topic").fetchall()
+        return [row[0] for row in rows]
+
+    def topic_stats(self, topic: str, now: float) -> TopicStats:
+        """Per-group counts of ``topic`` and the size of its dead-letter queue."""
+        rows = self._db.execute(
+            "SELECT g.grp,"
+            " count(d.seq) FILTER (WHERE d.visible_at <= ?2),"
+            " count(d.seq) FILTER (WHERE d.visible_at > ?2 AND d.lease_owner IS NOT NULL),"
+            " count(d.seq) FILTER (WHERE d.visible_at > ?2 AND d.lease_owner IS NULL),"
+            " count(d.seq),"
+            " (SELECT count(*) FROM consumers AS c"
+            "  WHERE c.topic = g.topic AND c.grp = g.grp AND c.seen_until > ?2)"
+            " FROM groups AS g LEFT JOIN deliveries AS d ON d.topic = g.topic AND d.grp = g.grp"
+            " WHERE g.topic = ?1 GROUP BY g.grp ORDER BY g.grp",
+            (topic, now),
+        ).fetchall()
+        dead = self._db.execute(
+            "SELECT count(*) FROM dead_letters WHERE topic = ?", (topic,)
+        ).fetchone()[0]
+        groups = tuple(GroupStats(*row) for row in rows)
+        return TopicStats(topic=topic, groups=groups, dead_letters=dead)
+
+    def purge(self, topic: str, now: float) -> int:
+        """Delete every delivery of ``topic`` that is not leased; return how many."""
+        with self._write() as db:
+            purged = db.execute(
+                "DELETE FROM deliveries WHERE topic = ?1"
+                " AND (lease_owner IS NULL OR visible_at <= ?2)",
+                (topic, now),
+            ).rowcount
+            db.execute(
+                "DELETE FROM messages WHERE topic = ?"
+                " AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.seq = messages.seq)",
+                (topic,),
+            )
+        return purged
+
+    def dead_letters(self, topic: str, limit: int) -> list[Message]:
+        """The oldest ``limit`` dead letters of ``topic`` as ``<topic>.dlq`` messages."""
+        rows = self._db.execute(
+            f"SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letters"
+            " WHERE topic = ? ORDER BY dl_seq LIMIT ?",
+            (topic, limit),
+        ).fetchall()
+        messages = [_message_from_row(row) for row in rows]
+        return [
+            Message(
+                topic=dlq_topic(m.topic),
+                payload=m.payload,
+                id=m.id,
+                headers=m.headers,
+                key=m.key,
+                priority=m.priority,
+                created_at=m.created_at,
+            )
+            for m in messages
+        ]
+
+    def replay_dead_letters(
+        self, topic: str, ids: Sequence[str] | None, now: float
+    ) -> list[tuple[str, str]]:
+        """Move dead letters back to the group that failed them, at attempt 0 (next is 1).
+
+        Returns the (topic, group) of each replayed message.
+        """
+        query = f"SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letters"
+        with self._write() as db:
+            if ids is None:
+                rows = db.execute(query + " WHERE topic = ? ORDER BY dl_seq", (topic,))
+            else:
+                rows = db.execute(
+                    query + " WHERE topic = ? AND id IN (SELECT value FROM json_each(?))"
+                    " ORDER BY dl_seq",
+                    (topic, orjson.dumps(list(ids))),
+                )
+            replayed: list[tuple[str, str]] = []
+            dl_seqs: list[tuple[int]] = []
+            for row in rows.fetchall():
+                dl_seqs.append((row[0],))
+                stored = _message_from_row((row[0], row[1], dlq_topic(topic), *row[3:]))
+                group = stored.headers.get(DLQ_GROUP, DEFAULT_GROUP)
+                original = parse_dead_letter(stored).message
+                seq = db.execute(
+                    "INSERT INTO messages"
+                    " (id, topic, payload, headers, key, priority, not_before, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
+                    (
+                        original.id,
+                        topic,
+                        original.payload,
+                        _encode_headers(original),
+                        original.key,
+                        original.priority,
+                        original.created_at,
+                    ),
+                ).lastrowid
+                db.execute(
+                    "INSERT OR IGNORE INTO groups (topic, grp, created_at) VALUES (?, ?, ?)",
+                    (topic, group, now),
+                )
+                db.execute(
+                    "INSERT INTO deliveries (seq, grp, topic, priority, visible_at, attempts)"
+                    " VALUES (?, ?, ?, ?, 0, 0)",
+                    (seq, group, topic, original.priority),
+                )
+                replayed.append((topic, group))
+            db.executemany("DELETE FROM dead_letters WHERE dl_seq = ?", dl_seqs)
+        return replayed
+
+    def purge_dead_letters(self, topic: str) -> int:
+        """Delete every dead letter of ``topic``; return how many."""
+        with self._write() as db:
+            deleted: int = db.execute("DELETE FROM dead_letters WHERE topic = ?", (topic,)).rowcount
+        return deleted

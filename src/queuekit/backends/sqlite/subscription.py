@@ -1,0 +1,250 @@
+"""A consumer of one (topic, group) on the SQLite store, and its deliveries.
+
+Claiming leases up to ``prefetch - unsettled`` deliveries in one transaction; they are handed
+out one by one from a local buffer. While the subscription is open a heartbeat extends the
+leases of everything it holds, so a slow handler is not redelivered under its feet. Waiting
+for work: a local publish wakes the subscription at once; publishes of other processes are
+found by polling every ``poll_interval`` (a cheap read, no write lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from queuekit.backends.sqlite.database import Database
+from queuekit.backends.sqlite.store import Settlement
+from queuekit.broker import Delivery, Subscription
+from queuekit.errors import BrokerError
+from queuekit.message import Message, dead_letter_headers
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseSettings:
+    """Timing of a subscription: lease length and idle polling period, in seconds."""
+
+    visibility_timeout: float
+    poll_interval: float
+
+
+class SqliteDelivery(Delivery):
+    """One claimed delivery; settling it goes through the broker's batched settler."""
+
+    __slots__ = ("_message", "_settled", "_subscription", "seq")
+
+    def __init__(self, subscription: SqliteSubscription, seq: int, message: Message) -> None:
+        self._subscription = subscription
+        self._message = message
+        self._settled = False
+        self.seq = seq
+
+    @property
+    def message(self) -> Message:
+        return self._message
+
+    @property
+    def group(self) -> str:
+        return self._subscription.group
+
+    async def ack(self) -> None:
+        await self._settle("ack")
+
+    async def nack(self, delay: float = 0.0) -> None:
+        if not 0 <= delay < math.inf:  # also rejects NaN
+            raise ValueError(f"nack delay must be a finite number of seconds >= 0, not {delay!r}")
+        await self._settle("nack", available_at=time.time() + delay)
+
+    async def dead_letter(self, reason: str, *, error: str | None = None) -> None:
+        headers = dead_letter_headers(
+            self._message,
+            reason=reason,
+            error=error,
+            group=self.group,
+            attempts=self._message.attempt,
+        )
+        await self._settle("dead_letter", dead_letter=replace(self._message, headers=headers))
+
+    async def _settle(
+        self,
+        kind: Literal["ack", "nack", "dead_letter"],
+        *,
+        available_at: float = 0.0,
+        dead_letter: Message | None = None,
+    ) -> None:
+        if self._settled:
+            raise RuntimeError(f"message {self._message.id} was already settled")
+        self._settled = True
+        settlement = Settlement(
+            kind,
+            self.seq,
+            self.group,
+            self._subscription.owner,
+            available_at=available_at,
+            dead_letter=dead_letter,
+        )
+        try:
+            await self._subscription.settle(settlement)
+        except BaseException:
+            self._settled = False  # nothing was written: the caller may settle again
+            raise
+
+
+class SqliteSubscription(Subscription):
+    """Deliveries of ``topic`` for ``group``, leased to the consumer id ``owner``."""
+
+    def __init__(
+        self,
+        database: Database,
+        topic: str,
+        group: str,
+        *,
+        owner: str,
+        prefetch: int,
+        timing: LeaseSettings,
+        settle: Callable[[Settlement], Awaitable[None]],
+        on_close: Callable[[SqliteSubscription], None],
+    ) -> None:
+        self.topic = topic
+        self.group = group
+        self.owner = owner
+        self.prefetch = prefetch
+        self._database = database
+        self._timing = timing
+        self._settle = settle
+        self._on_close = on_close
+        self._buffer: deque[SqliteDelivery] = deque()
+        self._held: set[int] = set()  # seqs leased to us and not settled (buffered or out)
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self._backlog = False  # the last claim was full: claim again without checking
+        self._next_visible: float | None = None
+        self._claiming: asyncio.Task[None] | None = None
+        self._heartbeat = asyncio.create_task(self._keep_leases(), name=f"queuekit-lease-{owner}")
+
+    @property
+    def unsettled(self) -> int:
+        """Deliveries leased to this subscription and not settled (buffered or handed out)."""
+        return len(self._held)
+
+    def wake(self) -> None:
+        """Tell the subscription that there may be new work (a local publish or release)."""
+        self._wakeup.set()
+
+    async def __anext__(self) -> SqliteDelivery:
+        while True:
+            if self._buffer:
+                return self._buffer.popleft()
+            if self._closed:
+                raise StopAsyncIteration
+            self._wakeup.clear()
+            if self._claiming is None and len(self._held) < self.prefetch:
+                self._claiming = asyncio.create_task(self._claim())
+            if self._claiming is not None:
+                claiming = self._claiming
+                # Shielded: if this caller is cancelled, the claimed rows still reach the
+                # buffer (and are released by close) instead of waiting for lease expiry.
+                await asyncio.shield(claiming)
+                claiming.result()
+                if self._buffer or self._backlog:
+                    continue
+            await self._wait()
+
+    async def _claim(self) -> None:
+        try:
+            now = time.time()
+            if not self._backlog:
+                due = await self._database.call(
+                    lambda store: store.next_visible(self.topic, self.group)
+                )
+                self._next_visible = due
+                if due is None or due > now or self._closed:
+                    return
+            limit = self.prefetch - len(self._held)
+            claimed = await self._database.call(
+                lambda store: store.claim(
+                    self.topic,
+                    self.group,
+                    owner=self.owner,
+                    limit=limit,
+                    now=now,
+                    lease_until=now + self._timing.visibility_timeout,
+                )
+            )
+            self._backlog = len(claimed) == limit
+            for seq, message in claimed:
+                self._held.add(seq)
+                self._buffer.append(SqliteDelivery(self, seq, message))
+        finally:
+            self._claiming = None
+
+    async def _wait(self) -> None:
+        timeout = self._timing.poll_interval
+        due = self._next_visible
+        if due is not None and due > time.time():
+            timeout = min(timeout, due - time.time())
+        try:
+            async with asyncio.timeout(timeout):
+                await self._wakeup.wait()
+        except TimeoutError:
+            pass
+
+    async def settle(self, settlement: Settlement) -> None:
+        """Write a settlement (batched with others) and free its prefetch slot."""
+        await self._settle(settlement)
+        self._held.discard(settlement.seq)
+        self._wakeup.set()
+
+    async def _keep_leases(self) -> None:
+        while True:
+            # Not synchronization: the heartbeat period, a third of the lease.
+            await asyncio.sleep(self._timing.visibility_timeout / 3)
+            try:
+                await self._extend_leases(list(self._held))
+            except BrokerError as exc:
+                logger.warning("could not extend leases of %s: %s", self.owner, exc)
+
+    async def _extend_leases(self, seqs: list[int]) -> None:
+        now = time.time()
+        await self._database.call(
+            lambda store: store.extend_leases(
+                self.topic,
+                self.group,
+                owner=self.owner,
+                seqs=seqs,
+                lease_until=now + self._timing.visibility_timeout,
+                now=now,
+            )
+        )
+
+    async def close(self) -> None:
+        """Stop claiming and release claimed deliveries not handed out yet; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wakeup.set()
+        self._heartbeat.cancel()
+        if self._claiming is not None:
+            await asyncio.gather(self._claiming, return_exceptions=True)
+        await asyncio.gather(self._heartbeat, return_exceptions=True)
+        seqs = [delivery.seq for delivery in self._buffer]
+        self._buffer.clear()
+        self._held.difference_update(seqs)
+        try:
+            await self._database.call(
+                lambda store: store.release(
+                    self.group, owner=self.owner, seqs=seqs, now=time.time()
+                )
+            )
+        except BrokerError as exc:
+            # They come back anyway when their leases expire (with one attempt more).
+            logger.warning("could not release %d deliveries of %s: %s", len(seqs), self.owner, exc)
+        finally:
+            self._on_close(self)

@@ -1,0 +1,339 @@
+"""SQLite-backend specifics; the shared behaviour is in tests/conformance/test_sqlite.py.
+
+Here: the file itself (WAL, restart, retention, locking), several OS processes on one file,
+a consumer killed with SIGKILL, lease heartbeats and group commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from queuekit.backends import create_broker
+from queuekit.backends.sqlite import SqliteBroker, from_settings
+from queuekit.errors import BrokerUnavailable
+from queuekit.message import Message
+from queuekit.settings import Settings
+
+WAIT = 10.0
+VISIBILITY_TIMEOUT = 1.0
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "queuekit.db"
+
+
+@pytest.fixture
+async def broker(path: Path) -> AsyncIterator[SqliteBroker]:
+    async with SqliteBroker(path, visibility_timeout=VISIBILITY_TIMEOUT) as connected:
+        yield connected
+
+
+def table_count(path: Path, table: str) -> int:
+    with sqlite3.connect(path) as db:
+        count: int = db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    return count
+
+
+# -- configuration and the file ------------------------------------------------------------
+
+
+def test_from_settings_creates_the_folder_and_uses_the_visibility_timeout(
+    tmp_path: Path,
+) -> None:
+    # Given settings pointing into a folder that does not exist yet
+    settings = Settings(sqlite_path=str(tmp_path / "nested" / "q.db"), visibility_timeout=7.5)
+
+    # When the registry builds the default backend
+    broker = create_broker(settings)
+
+    # Then it is a SQLite broker on that path, and the folder exists
+    assert isinstance(broker, SqliteBroker)
+    assert broker.path == tmp_path / "nested" / "q.db"
+    assert broker.visibility_timeout == 7.5
+    assert (tmp_path / "nested").is_dir()
+    assert from_settings(settings).backend == "sqlite"
+    assert broker.features.durable
+    assert broker.features.cross_process
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"visibility_timeout": 0}, {"poll_interval": -1}, {"busy_timeout": float("nan")}],
+)
+def test_non_positive_timings_are_rejected(path: Path, options: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=next(iter(options))):
+        SqliteBroker(path, **options)
+
+
+async def test_the_file_is_in_wal_mode(broker: SqliteBroker, path: Path) -> None:
+    # Given a connected broker, When another connection inspects the file
+    with sqlite3.connect(path) as db:
+        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+
+    # Then it uses write-ahead logging (readers never block the writer)
+    assert mode == "wal"
+
+
+async def test_a_path_that_cannot_be_opened_is_unavailable(tmp_path: Path) -> None:
+    # Given a path in a folder that does not exist, and a file that is not a database
+    missing_folder = SqliteBroker(tmp_path / "missing" / "q.db")
+    not_a_database = tmp_path / "notes.txt"
+    not_a_database.write_bytes(b"this is not SQLite, " * 100)
+
+    # When connecting, Then the broker says it is unavailable
+    with pytest.raises(BrokerUnavailable, match="cannot open"):
+        await missing_folder.connect()
+    with pytest.raises(BrokerUnavailable):
+        await SqliteBroker(not_a_database).connect()
+
+
+async def test_a_write_lock_held_too_long_makes_publish_unavailable(path: Path) -> None:
+    # Given another connection holding the write lock, and a broker that waits 0.2 s for it
+    async with SqliteBroker(path, busy_timeout=0.2) as broker:
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            # When it publishes, Then it gives up with BrokerUnavailable
+            with pytest.raises(BrokerUnavailable, match="locked"):
+                await broker.publish([Message.build("locked", 1)])
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+
+        # And once the lock is gone it works again
+        await broker.publish([Message.build("locked", 2)])
+
+
+async def test_messages_survive_a_restart_on_the_same_file(path: Path) -> None:
+    # Given messages with metadata published by a broker that is then closed
+    sent = [
+        Message.build("orders", {"n": 1}, headers={"trace": "a"}, key="k", priority=4),
+        Message.build("orders", {"n": 2}),
+    ]
+    async with SqliteBroker(path) as first:
+        await first.publish(sent)
+
+    # When a new broker opens the file
+    async with SqliteBroker(path) as second:
+        sub = await second.subscribe("orders")
+        async with asyncio.timeout(WAIT):
+            received = [await anext(sub), await anext(sub)]
+        for delivery in received:
+            await delivery.ack()
+
+    # Then every message is there, intact, as a first delivery
+    assert [d.message for d in received] == [m.with_attempt(1) for m in sent]
+
+
+async def test_a_message_leaves_the_file_once_every_group_settled_it(
+    broker: SqliteBroker, path: Path
+) -> None:
+    # Given a message held by two groups
+    subs = [await broker.subscribe("retained", group) for group in ("billing", "audit")]
+    await broker.publish([Message.build("retained", 1)])
+
+    # When the first group acks it, Then the file still holds it for the second
+    await (await asyncio.wait_for(anext(subs[0]), WAIT)).ack()
+    assert table_count(path, "messages") == 1
+
+    # When the second group dead-letters it, Then only the dead letter remains
+    await (await asyncio.wait_for(anext(subs[1]), WAIT)).dead_letter("bad")
+    assert table_count(path, "messages") == 0
+    assert table_count(path, "deliveries") == 0
+    assert table_count(path, "dead_letters") == 1
+
+
+# -- leases ---------------------------------------------------------------------------------
+
+
+async def test_closing_returns_prefetched_messages_without_counting_an_attempt(
+    path: Path,
+) -> None:
+    # Given a consumer that claimed five messages and handed out only one
+    async with (
+        SqliteBroker(path, visibility_timeout=VISIBILITY_TIMEOUT) as first,
+        SqliteBroker(path, visibility_timeout=VISIBILITY_TIMEOUT) as second,
+    ):
+        await first.publish([Message.build("prefetched", n) for n in range(5)])
+        greedy = await first.subscribe("prefetched", prefetch=5)
+        handed_out = await asyncio.wait_for(anext(greedy), WAIT)
+        other = await second.subscribe("prefetched", prefetch=5)
+
+        # When it closes
+        await greedy.close()
+
+        # Then the four it never handed out come at once, still as first deliveries
+        async with asyncio.timeout(VISIBILITY_TIMEOUT / 2):
+            returned = [await anext(other) for _ in range(4)]
+        assert sorted(d.message.json() for d in returned) == [1, 2, 3, 4]
+        assert {d.attempt for d in returned} == {1}
+        # And the one it held comes back after its lease, as attempt 2
+        retried = await asyncio.wait_for(anext(other), WAIT)
+        assert (retried.message.id, retried.attempt) == (handed_out.message.id, 2)
+
+
+async def test_a_slow_handler_keeps_its_lease(path: Path) -> None:
+    # Given a consumer holding a message for three visibility timeouts
+    async with (
+        SqliteBroker(path, visibility_timeout=VISIBILITY_TIMEOUT) as holder,
+        SqliteBroker(path, visibility_timeout=VISIBILITY_TIMEOUT) as rival,
+    ):
+        await holder.publish([Message.build("slow", "work")])
+        held = await asyncio.wait_for(anext(await holder.subscribe("slow")), WAIT)
+        rival_sub = await rival.subscribe("slow")
+
+        # When a rival consumer of the group waits meanwhile
+        # Then it gets nothing: the heartbeat keeps extending the lease
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(3 * VISIBILITY_TIMEOUT):
+                await anext(rival_sub)
+        stats = await holder.topic_stats("slow")
+        assert (stats.in_flight, stats.groups[0].consumers) == (1, 2)
+        await held.ack()
+
+
+async def test_concurrent_publishes_share_transactions(broker: SqliteBroker) -> None:
+    # Given a connected broker
+    before = broker.write_transactions
+
+    # When 200 single-message publishes run concurrently
+    await asyncio.gather(*(broker.publish([Message.build("burst", n)]) for n in range(200)))
+
+    # Then they were written in a handful of transactions, and all are stored
+    assert broker.write_transactions - before <= 5
+    assert (await broker.topic_stats("burst")).depth == 200
+
+
+# -- several OS processes ------------------------------------------------------------------
+
+_CONSUMER = """
+import asyncio, hashlib, sys
+from queuekit.backends.sqlite import SqliteBroker
+
+async def main(path, topic):
+    async with SqliteBroker(path, visibility_timeout=5.0) as broker:
+        sub = await broker.subscribe(topic, "workers", prefetch=10)
+        print("ready", flush=True)
+        async for delivery in sub:
+            hashlib.sha256(delivery.message.payload * 20000).digest()  # about 1 ms of work
+            await delivery.ack()
+            print(delivery.message.id, delivery.attempt, flush=True)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+_CRASHER = """
+import asyncio, sys
+from queuekit.backends.sqlite import SqliteBroker
+
+async def main(path, topic):
+    async with SqliteBroker(path, visibility_timeout=1.0) as broker:
+        sub = await broker.subscribe(topic, prefetch=5)
+        for _ in range(2):
+            delivery = await anext(sub)
+            await delivery.ack()
+            print("acked", delivery.message.id, flush=True)
+        delivery = await anext(sub)
+        print("holding", delivery.message.id, flush=True)
+        await asyncio.Event().wait()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def start_python(code: str, *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, *args, stdout=asyncio.subprocess.PIPE
+    )
+
+
+async def read_line(process: asyncio.subprocess.Process) -> list[str]:
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), WAIT)
+    assert line, f"process {process.pid} exited with {await process.wait()}"
+    return line.decode().split()
+
+
+async def stop(process: asyncio.subprocess.Process, sig: int = signal.SIGTERM) -> None:
+    if process.returncode is None:
+        process.send_signal(sig)
+    await asyncio.wait_for(process.wait(), WAIT)
+
+
+async def test_two_processes_share_the_work_without_loss_or_duplication(
+    broker: SqliteBroker, path: Path
+) -> None:
+    # Given two consumer processes of one group on the file
+    consumers = [await start_python(_CONSUMER, str(path), "shared") for _ in range(2)]
+    try:
+        for process in consumers:
+            assert await read_line(process) == ["ready"]
+
+        # When 300 messages are published
+        sent = [Message.build("shared", n) for n in range(300)]
+        await broker.publish(sent)
+
+        # Then each message is handled once, as a first attempt, by one of them
+        handled: dict[int, list[str]] = {process.pid: [] for process in consumers}
+
+        async def gather_output(process: asyncio.subprocess.Process) -> None:
+            while sum(map(len, handled.values())) < len(sent):
+                message_id, attempt = await read_line(process)
+                assert attempt == "1"
+                handled[process.pid].append(message_id)
+
+        async with asyncio.timeout(3 * WAIT):
+            done, pending = await asyncio.wait(
+                [asyncio.create_task(gather_output(p)) for p in consumers],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        for task in pending:
+            task.cancel()
+        for task in done:
+            task.result()
+    finally:
+        for process in consumers:
+            await stop(process)
+
+    ids = [message_id for pid_ids in handled.values() for message_id in pid_ids]
+    assert sorted(ids) == sorted(m.id for m in sent)
+    assert all(handled.values()), {pid: len(ids) for pid, ids in handled.items()}
+    stats = await broker.topic_stats("shared")
+    assert [(g.group, g.lag) for g in stats.groups] == [("workers", 0)]
+
+
+async def test_messages_of_a_killed_consumer_are_redelivered_after_its_lease(
+    broker: SqliteBroker, path: Path
+) -> None:
+    # Given a consumer process that claimed five messages, acked two and holds the third
+    sent = [Message.build("crash", n) for n in range(5)]
+    await broker.publish(sent)
+    crasher = await start_python(_CRASHER, str(path), "crash")
+    try:
+        acked = {(await read_line(crasher))[1] for _ in range(2)}
+        assert (await read_line(crasher))[0] == "holding"
+    finally:
+        # When it is killed with SIGKILL, mid-batch
+        await stop(crasher, signal.SIGKILL)
+    assert crasher.returncode == -signal.SIGKILL
+
+    # Then the three messages it did not ack come back, each with attempt 2
+    sub = await broker.subscribe("crash", prefetch=5)
+    async with asyncio.timeout(VISIBILITY_TIMEOUT + WAIT):
+        redelivered = [await anext(sub) for _ in range(3)]
+    assert sorted(d.message.id for d in redelivered) == sorted(
+        m.id for m in sent if m.id not in acked
+    )
+    assert {d.attempt for d in redelivered} == {2}
+    # And the acked ones do not
+    for delivery in redelivered:
+        await delivery.ack()
+    assert (await broker.topic_stats("crash")).groups[0].lag == 0
