@@ -9,6 +9,7 @@ import pytest
 
 from queuekit.backends import create_broker
 from queuekit.backends.memory import MemoryBroker, MemoryStore, from_settings
+from queuekit.errors import BrokerUnavailable
 from queuekit.message import Message
 from queuekit.settings import Settings
 
@@ -98,3 +99,38 @@ async def test_a_nack_with_a_negative_delay_is_rejected_and_leaves_the_delivery_
     # And it can still be settled properly
     await delivery.ack()
     assert (await broker.topic_stats("neg")).groups[0].lag == 0
+
+
+async def test_a_broker_never_connected_is_unavailable_for_every_operation() -> None:
+    # Given a broker that was built but never connected
+    broker = MemoryBroker()
+
+    # When anything is asked of it, Then it says it is not connected
+    with pytest.raises(BrokerUnavailable, match="not connected"):
+        await broker.ping()
+    with pytest.raises(BrokerUnavailable, match="not connected"):
+        await broker.publish([Message.build("never", 1)])
+    with pytest.raises(BrokerUnavailable, match="not connected"):
+        await broker.subscribe("never")
+    with pytest.raises(BrokerUnavailable, match="not connected"):
+        await broker.topic_stats("never")
+
+
+async def test_deliveries_of_a_closed_broker_cannot_be_settled_and_come_back(
+    store: MemoryStore,
+) -> None:
+    # Given a delivery held by a broker that is then closed
+    gone = MemoryBroker(store, visibility_timeout=0.2)
+    await gone.connect()
+    await gone.publish([Message.build("closed", 1)])
+    held = await asyncio.wait_for((await gone.subscribe("closed")).__anext__(), 5)
+    await gone.close()
+
+    # When it is acked, Then that is refused
+    with pytest.raises(BrokerUnavailable, match="not connected"):
+        await held.ack()
+
+    # And the message is redelivered to another broker on the store, attempt 2
+    async with MemoryBroker(store) as other:
+        again = await asyncio.wait_for((await other.subscribe("closed")).__anext__(), 5)
+        assert again.attempt == 2

@@ -274,7 +274,13 @@ class MemoryDelivery(Delivery):
         self._group_name = group_name
         self._token = token
         self._entry = entry
-        self._message = entry.retained.message.with_attempt(entry.deliveries)
+        message = entry.retained.message
+        # Copying a frozen message costs more than the rest of a delivery: reuse it when it can.
+        self._message = (
+            message
+            if message.attempt == entry.deliveries
+            else message.with_attempt(entry.deliveries)
+        )
         self._settled = False
 
     @property
@@ -346,24 +352,26 @@ class MemorySubscription(Subscription):
         while True:
             if self._closed:
                 raise StopAsyncIteration
-            due: float | None = None
-            if len(self._held) < self._prefetch:
-                self._group.promote(time.monotonic())
-                token = self._broker.store.new_token()
-                entry = self._group.take(self, token)
-                if entry is not None:
-                    self._held.add(token)
-                    return MemoryDelivery(self._broker, self._group, self._group_name, token, entry)
-                due = self._group.next_due()
-            await self._wait(due)
+            if len(self._held) >= self._prefetch:
+                await self._wait(for_messages=False, due=None)  # until a settlement or close
+                continue
+            self._group.promote(time.monotonic())
+            token = self._broker.store.new_token()
+            entry = self._group.take(self, token)
+            if entry is not None:
+                self._held.add(token)
+                return MemoryDelivery(self._broker, self._group, self._group_name, token, entry)
+            await self._wait(for_messages=True, due=self._group.next_due())
 
-    async def _wait(self, due: float | None) -> None:
+    async def _wait(self, *, for_messages: bool, due: float | None) -> None:
+        """Wait for :meth:`notify`: from the group if ``for_messages``, or when ``due``."""
         loop = asyncio.get_running_loop()
         waker = self._waker = loop.create_future()
         timer = None
         if due is not None:
             timer = loop.call_later(max(0.0, due - time.monotonic()), self.notify)
-        self._group.waiters.add(self)
+        if for_messages:
+            self._group.waiters.add(self)
         try:
             await waker
         finally:
