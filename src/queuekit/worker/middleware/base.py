@@ -1,0 +1,198 @@
+"""The middleware model: a per-delivery :class:`Context` passed through an onion of layers.
+
+A middleware is any object with::
+
+    async def __call__(self, ctx: Context, call_next: Next) -> None
+
+It may act before and after ``await call_next(ctx)``, skip it, or raise. Inner layers
+signal *what should happen to the message* by raising (:class:`~queuekit.errors.Reject`,
+:class:`~queuekit.errors.Retry`, :class:`DeadLetterNow`, :class:`HandlerTimeout`, any
+exception) or by setting ``ctx.duplicate``; the settlement layer turns that into exactly one
+``ack`` / ``nack`` / ``dead_letter`` through the ``Context`` and records ``ctx.outcome``;
+outer layers (logging, metrics) read the result. Middleware instances are shared by every
+delivery and every handler, so they keep no per-message state on ``self``.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from queuekit.broker import Delivery
+from queuekit.message import Message
+
+if TYPE_CHECKING:
+    from queuekit.idempotency import IdempotencyStore
+    from queuekit.metrics import Metrics
+    from queuekit.worker.app import HandlerSpec
+
+__all__ = [
+    "Context",
+    "DeadLetterNow",
+    "HandlerTimeout",
+    "Middleware",
+    "Next",
+    "Outcome",
+    "Services",
+    "compose",
+    "describe_error",
+]
+
+MAX_ERROR_LENGTH = 500
+
+
+class Outcome(enum.StrEnum):
+    """What became of a delivery (the ``outcome`` label of ``worker_tasks_processed_total``)."""
+
+    SUCCESS = "success"
+    RETRIED = "retried"
+    DEAD_LETTERED = "dead_lettered"
+    DUPLICATE = "duplicate"
+    RELEASED = "released"
+
+
+class DeadLetterNow(Exception):
+    """Raised by a middleware: dead-letter the message at once, without retrying.
+
+    ``stage`` (if set) is counted in ``queue_errors_total``.
+    """
+
+    def __init__(self, reason: str, error: str | None = None, *, stage: str | None = None) -> None:
+        super().__init__(reason if error is None else f"{reason}: {error}")
+        self.reason = reason
+        self.error = error
+        self.stage = stage
+
+
+class HandlerTimeout(Exception):
+    """Raised by the timeout layer when a handler call overran its ``timeout``."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"handler exceeded its timeout of {timeout:g} s")
+        self.timeout = timeout
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message``, bounded: what the DLQ headers and logs carry (never a traceback)."""
+    text = str(exc)
+    described = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return described[:MAX_ERROR_LENGTH]
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What a worker lends its middleware: shared by every delivery."""
+
+    app_name: str
+    backend: str
+    logger: logging.Logger
+    metrics: Metrics | None = None
+    idempotency: IdempotencyStore | None = None
+    rng: random.Random = field(default_factory=random.Random)
+
+
+@dataclass(slots=True, eq=False)
+class Context:
+    """One delivery on its way through the middleware.
+
+    Attributes:
+        delivery: the broker's delivery (settle only through this context's methods).
+        spec: the handler it is for.
+        services: logger, metrics, idempotency store... of the worker.
+        payload: the validated payload, set by the validation layer.
+        duplicate: set by the idempotency layer when the message was processed before.
+        outcome: set when the delivery is settled.
+        reason: why it was dead-lettered, if it was.
+        error: ``Type: message`` of the failure, if any (no traceback, no payload).
+        error_stage: where it failed (``handler``, ``timeout``, ``invalid_payload``,
+            ``settle``...), counted in ``queue_errors_total``.
+        retry_delay: the delay of the ``nack``, if it was retried.
+        handler_seconds: how long the handler ran, if it ran.
+        started: ``time.perf_counter()`` when processing began.
+    """
+
+    delivery: Delivery
+    spec: HandlerSpec
+    services: Services
+    payload: Any = None
+    duplicate: bool = False
+    outcome: Outcome | None = None
+    reason: str | None = None
+    error: str | None = None
+    error_stage: str | None = None
+    retry_delay: float | None = None
+    handler_seconds: float | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def message(self) -> Message:
+        """The delivered message."""
+        return self.delivery.message
+
+    @property
+    def attempt(self) -> int:
+        """Which delivery of the message this is (1 for the first)."""
+        return self.delivery.attempt
+
+    @property
+    def settled(self) -> bool:
+        """Whether a settlement was made (or attempted) for this delivery."""
+        return self.outcome is not None
+
+    async def ack(self, outcome: Outcome = Outcome.SUCCESS) -> None:
+        """Settle with ``ack``."""
+        self._settling(outcome)
+        await self.delivery.ack()
+
+    async def nack(self, delay: float, outcome: Outcome = Outcome.RETRIED) -> None:
+        """Settle with ``nack(delay)``: redelivered to this group, attempt + 1."""
+        self._settling(outcome)
+        self.retry_delay = delay
+        await self.delivery.nack(delay)
+
+    async def dead_letter(self, reason: str, error: str | None) -> None:
+        """Settle by moving the message to the topic's dead-letter queue."""
+        self._settling(Outcome.DEAD_LETTERED)
+        self.reason = reason
+        await self.delivery.dead_letter(reason, error=error)
+
+    def _settling(self, outcome: Outcome) -> None:
+        # Marked before the broker call: a failed or cancelled settlement is not repeated.
+        if self.outcome is not None:
+            raise RuntimeError(f"delivery already settled as {self.outcome}")
+        self.outcome = outcome
+
+
+Next = Callable[[Context], Awaitable[None]]
+
+
+class Middleware(Protocol):
+    """One layer of the onion (see the module docstring)."""
+
+    async def __call__(self, ctx: Context, call_next: Next) -> None: ...
+
+
+class _Layer:
+    """A middleware bound to the rest of the chain; built once per handler, not per message."""
+
+    __slots__ = ("_call_next", "_middleware")
+
+    def __init__(self, middleware: Middleware, call_next: Next) -> None:
+        self._middleware = middleware
+        self._call_next = call_next
+
+    def __call__(self, ctx: Context) -> Awaitable[None]:
+        return self._middleware(ctx, self._call_next)
+
+
+def compose(middleware: Sequence[Middleware], endpoint: Next) -> Next:
+    """Chain ``middleware`` (first = outermost) around ``endpoint`` (the handler call)."""
+    chain = endpoint
+    for layer in reversed(middleware):
+        chain = _Layer(layer, chain)
+    return chain

@@ -1,0 +1,67 @@
+"""Logging: one structured line per finished delivery, never its payload.
+
+Levels: ``success`` and ``duplicate`` at DEBUG (a line per message is too much for INFO at
+thousands of messages a second), ``retried`` and ``released`` at INFO, ``dead_lettered``
+at WARNING. Observability never fails a message: errors while logging are swallowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from queuekit.worker.middleware.base import Context, Next, Outcome
+
+__all__ = ["LoggingMiddleware"]
+
+_LEVELS = {
+    Outcome.SUCCESS: logging.DEBUG,
+    Outcome.DUPLICATE: logging.DEBUG,
+    Outcome.RETRIED: logging.INFO,
+    Outcome.RELEASED: logging.INFO,
+    Outcome.DEAD_LETTERED: logging.WARNING,
+}
+_TEXT = {
+    Outcome.SUCCESS: "message handled",
+    Outcome.DUPLICATE: "duplicate message skipped",
+    Outcome.RETRIED: "message failed; retrying",
+    Outcome.RELEASED: "message released for redelivery at shutdown",
+    Outcome.DEAD_LETTERED: "message dead-lettered",
+}
+
+
+class LoggingMiddleware:
+    """Log how each delivery ended: topic, group, message_id, attempt, outcome, duration_ms."""
+
+    async def __call__(self, ctx: Context, call_next: Next) -> None:
+        try:
+            await call_next(ctx)
+        finally:
+            self._log(ctx)
+
+    @staticmethod
+    def _log(ctx: Context) -> None:
+        try:
+            logger = ctx.services.logger
+            outcome = ctx.outcome
+            level = logging.ERROR if outcome is None else _LEVELS[outcome]
+            if not logger.isEnabledFor(level):
+                return
+            extra: dict[str, Any] = {
+                "app": ctx.services.app_name,
+                "topic": ctx.spec.topic,
+                "group": ctx.spec.group,
+                "message_id": ctx.message.id,
+                "attempt": ctx.attempt,
+                "outcome": str(outcome) if outcome else "unsettled",
+                "duration_ms": round((time.perf_counter() - ctx.started) * 1000, 3),
+            }
+            for name in ("reason", "error", "error_stage", "retry_delay"):
+                value = getattr(ctx, name)
+                if value is not None:
+                    extra[name] = value
+            text = "message left unsettled" if outcome is None else _TEXT[outcome]
+            logger.log(level, text, extra=extra)
+        except Exception:  # a log line must never fail a message
+            return

@@ -1,0 +1,466 @@
+"""The worker runtime: subscribe every handler, process with bounded concurrency, stop cleanly.
+
+Lifecycle of :meth:`Worker.run`:
+
+1. Subscribe each handler's (topic, group) with ``prefetch`` = its concurrency.
+2. Per handler, one consumer loop takes a free slot (at most ``concurrency`` calls in
+   flight), fetches the next delivery and starts a task that runs it through the middleware.
+3. On :meth:`Worker.request_stop` (or :meth:`Worker.stop`): stop fetching (close the
+   subscriptions, which gives unstarted prefetched messages back to the group), let
+   in-flight handlers finish within ``grace_period``, then cancel the rest; cancelled
+   deliveries are nacked with delay 0 (outcome ``released``) and redelivered at once.
+   ``request_stop(now=True)`` (a second signal) skips what is left of the grace period.
+4. If a subscription fails (broker lost...), the worker shuts down the same way and
+   ``run`` re-raises that error, so a supervisor restarts the process.
+
+Every released message counts as an attempt (``nack`` adds one), like a crash would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from queuekit.backends import create_broker
+from queuekit.broker import Admin, Broker, Delivery, Subscription
+from queuekit.errors import BrokerError, ConfigError
+from queuekit.idempotency import IdempotencyStore, create_idempotency_store
+from queuekit.logs import configure_logging
+from queuekit.metrics import Metrics
+from queuekit.settings import Settings
+from queuekit.worker.app import App, HandlerSpec
+from queuekit.worker.health import HealthServer, create_health_app, refresh_queue_gauges
+from queuekit.worker.middleware import DEFAULT_MIDDLEWARE, Context, Middleware, Next, Services
+from queuekit.worker.middleware.base import Outcome, compose, describe_error
+from queuekit.worker.middleware.handler import HandlerCall, HandlerThreads
+
+__all__ = ["Worker", "run_worker", "run_worker_sync"]
+
+# How long cancelled handlers get to release their messages, and consumer loops to notice
+# that their subscription closed, before the worker stops waiting for them.
+_SETTLE_TIMEOUT = 10.0
+
+
+@dataclass(eq=False)
+class _Consumer:
+    """One handler's subscription, chain and concurrency slots while the worker runs."""
+
+    spec: HandlerSpec
+    subscription: Subscription
+    chain: Next
+    slots: asyncio.Semaphore
+    threads: HandlerThreads | None
+    fetching: bool = False
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class Worker:
+    """Runs the handlers of an :class:`~queuekit.worker.App` against a connected broker.
+
+    Args:
+        app: the handlers.
+        broker: a connected broker; the worker never connects or closes it.
+        concurrency: handler calls in flight per handler, unless the handler sets its own.
+        metrics: where to count processed messages; none by default.
+        idempotency: where processed keys are remembered; without a store nothing is
+            deduplicated.
+        grace_period: seconds in-flight handlers get to finish when stopping.
+        logger: the worker's logger (``queuekit.worker`` by default).
+        middleware: the onion, outermost first (:data:`DEFAULT_MIDDLEWARE` by default).
+        rng: random source of the backoff jitter (seed it for reproducible delays).
+
+    Raises:
+        ConfigError: a value is out of range.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        broker: Broker,
+        *,
+        concurrency: int = 16,
+        metrics: Metrics | None = None,
+        idempotency: IdempotencyStore | None = None,
+        grace_period: float = 30.0,
+        logger: logging.Logger | None = None,
+        middleware: Sequence[Middleware] = DEFAULT_MIDDLEWARE,
+        rng: random.Random | None = None,
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigError(f"worker concurrency must be an integer >= 1, not {concurrency!r}")
+        if not grace_period >= 0:
+            raise ConfigError("grace_period must be a number of seconds >= 0")
+        self.app = app
+        self.broker = broker
+        self.concurrency = concurrency
+        self.metrics = metrics
+        self.grace_period = grace_period
+        self.middleware = tuple(middleware)
+        self.logger = logger or logging.getLogger("queuekit.worker")
+        self._services = Services(
+            app_name=app.name,
+            backend=broker.backend,
+            logger=self.logger,
+            metrics=metrics,
+            idempotency=idempotency,
+            rng=rng or random.Random(),
+        )
+        self._consumers: list[_Consumer] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._stop_requested = asyncio.Event()
+        self._stop_now = asyncio.Event()
+        self._finished = asyncio.Event()
+        self._started = False
+        self._running = False
+
+    @property
+    def ready(self) -> bool:
+        """Subscribed to every handler and not stopping."""
+        return self._running and not self._stop_requested.is_set()
+
+    @property
+    def consuming(self) -> bool:
+        """Ready, and every consumer loop is alive: messages are actually being fetched."""
+        return self.ready and all(c.task is not None and not c.task.done() for c in self._consumers)
+
+    @property
+    def stopping(self) -> bool:
+        """A shutdown was requested."""
+        return self._stop_requested.is_set()
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries being processed now."""
+        return len(self._in_flight)
+
+    def request_stop(self, *, now: bool = False) -> None:
+        """Begin a graceful shutdown; ``now=True`` also cuts the grace period short."""
+        self._stop_requested.set()
+        if now:
+            self._stop_now.set()
+
+    async def stop(self, *, now: bool = False) -> None:
+        """Request a shutdown and wait until :meth:`run` has returned (if it was started)."""
+        self.request_stop(now=now)
+        if self._started:
+            await self._finished.wait()
+
+    async def run(self) -> None:
+        """Process messages until stopped; see the module docstring. Runs once per Worker.
+
+        Raises:
+            ConfigError: the app has no handlers.
+            BrokerError: subscribing failed, or a subscription failed while running.
+        """
+        if self._started:
+            raise RuntimeError("a Worker runs only once; create a new one")
+        self._started = True
+        try:
+            await self._run()
+        finally:
+            self._finished.set()
+
+    async def _run(self) -> None:
+        if not self.app.handlers:
+            raise ConfigError(f"app {self.app.name!r} has no handlers")
+        await self._subscribe_all()
+        self._running = True
+        failure: BaseException | None = None
+        try:
+            for consumer in self._consumers:
+                consumer.task = asyncio.create_task(
+                    self._consume(consumer), name=f"queuekit-consume-{consumer.spec.topic}"
+                )
+            self._log_start()
+            failure = await self._wait_for_stop_or_failure()
+        except asyncio.CancelledError:
+            self._stop_now.set()
+            raise
+        finally:
+            self._running = False
+            await self._shutdown()
+        if failure is not None:
+            raise failure
+
+    async def _subscribe_all(self) -> None:
+        try:
+            for spec in self.app.handlers:
+                limit = spec.concurrency or self.concurrency
+                subscription = await self.broker.subscribe(spec.topic, spec.group, prefetch=limit)
+                threads = None
+                if not spec.is_async:
+                    threads = HandlerThreads(limit, f"queuekit-{spec.topic}", self.logger)
+                chain = compose(self.middleware, HandlerCall(spec, threads))
+                self._consumers.append(
+                    _Consumer(spec, subscription, chain, asyncio.Semaphore(limit), threads)
+                )
+        except BaseException:
+            await self._close_subscriptions()
+            self._consumers.clear()
+            raise
+
+    def _log_start(self) -> None:
+        specs = [c.spec for c in self._consumers]
+        self.logger.info(
+            "worker consuming",
+            extra={
+                "app": self.app.name,
+                "backend": self.broker.backend,
+                "topics": sorted({s.topic for s in specs}),
+                "groups": sorted({f"{s.topic}:{s.group}" for s in specs}),
+                "concurrency": {
+                    f"{s.topic}:{s.group}": s.concurrency or self.concurrency for s in specs
+                },
+            },
+        )
+
+    async def _wait_for_stop_or_failure(self) -> BaseException | None:
+        stop = asyncio.create_task(self._stop_requested.wait())
+        loops = {c.task for c in self._consumers if c.task is not None}
+        try:
+            done, _ = await asyncio.wait({stop, *loops}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if self._stop_requested.is_set():
+            return None
+        for consumer in self._consumers:
+            task = consumer.task
+            if task is None or task not in done:
+                continue
+            error = None if task.cancelled() else task.exception()
+            if error is None:
+                spec = consumer.spec
+                error = BrokerError(
+                    f"the subscription to {spec.topic!r} (group {spec.group!r}) ended "
+                    "while the worker was running"
+                )
+            self.logger.error(
+                "a consumer stopped unexpectedly; shutting down",
+                extra={"app": self.app.name, "topic": consumer.spec.topic, "error": repr(error)},
+            )
+            return error
+        return None
+
+    async def _consume(self, consumer: _Consumer) -> None:
+        while not self._stop_requested.is_set():
+            await consumer.slots.acquire()
+            consumer.fetching = True
+            try:
+                delivery = await anext(consumer.subscription)
+            except StopAsyncIteration:  # the subscription was closed
+                consumer.slots.release()
+                return
+            except BaseException:
+                consumer.slots.release()
+                raise
+            finally:
+                consumer.fetching = False
+            task = asyncio.create_task(self._process(consumer, delivery))
+            self._in_flight.add(task)
+            task.add_done_callback(functools.partial(self._processed, consumer))
+
+    def _processed(self, consumer: _Consumer, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        consumer.slots.release()
+
+    async def _process(self, consumer: _Consumer, delivery: Delivery) -> None:
+        ctx = Context(delivery, consumer.spec, self._services)
+        try:
+            await consumer.chain(ctx)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.logger.exception(
+                "middleware failed", extra={"topic": ctx.spec.topic, "message_id": ctx.message.id}
+            )
+        finally:
+            if not ctx.settled:  # only a broken custom middleware gets here
+                self.logger.error(
+                    "a delivery left the middleware unsettled; releasing it",
+                    extra={"topic": ctx.spec.topic, "message_id": ctx.message.id},
+                )
+                with contextlib.suppress(Exception):
+                    await ctx.nack(0.0, Outcome.RELEASED)
+
+    async def _shutdown(self) -> None:
+        """Stop fetching, drain within the grace period, release the rest."""
+        self._stop_requested.set()
+        await self._close_subscriptions()
+        await self._stop_consumer_loops()
+        await self._drain()
+        for consumer in self._consumers:
+            if consumer.threads is not None:
+                consumer.threads.shutdown()
+        self.logger.info("worker stopped", extra={"app": self.app.name})
+
+    async def _close_subscriptions(self) -> None:
+        for consumer in self._consumers:
+            try:
+                await consumer.subscription.close()
+            except Exception:
+                self.logger.exception(
+                    "closing a subscription failed", extra={"topic": consumer.spec.topic}
+                )
+
+    async def _stop_consumer_loops(self) -> None:
+        loops: list[asyncio.Task[None]] = []
+        for consumer in self._consumers:
+            if consumer.task is None:
+                continue
+            if not consumer.fetching:  # waiting for a slot: nothing to lose by cancelling
+                consumer.task.cancel()
+            loops.append(consumer.task)
+        if not loops:
+            return
+        _, pending = await asyncio.wait(loops, timeout=_SETTLE_TIMEOUT)
+        for task in pending:  # a backend whose closed subscription did not end iteration
+            self.logger.warning("a consumer loop ignored its closed subscription; cancelling")
+            task.cancel()
+        await asyncio.wait(loops)
+
+    async def _drain(self) -> None:
+        if self._in_flight and not self._stop_now.is_set():
+            all_done = asyncio.ensure_future(asyncio.wait(set(self._in_flight)))
+            now = asyncio.ensure_future(self._stop_now.wait())
+            await asyncio.wait(
+                {all_done, now}, timeout=self.grace_period, return_when=asyncio.FIRST_COMPLETED
+            )
+            all_done.cancel()
+            now.cancel()
+        remaining = set(self._in_flight)
+        if not remaining:
+            return
+        self.logger.warning(
+            "grace period over; releasing unfinished messages",
+            extra={"app": self.app.name, "released": len(remaining)},
+        )
+        for task in remaining:
+            task.cancel()
+        _, stuck = await asyncio.wait(remaining, timeout=_SETTLE_TIMEOUT)
+        if stuck:
+            self.logger.error(
+                "handlers ignored cancellation; their messages are redelivered by the broker",
+                extra={"app": self.app.name, "count": len(stuck)},
+            )
+
+
+# --- the process entry point -------------------------------------------------------------
+
+# All interfaces: probes and scrapers reach the worker from outside its container.
+HEALTH_HOST = "0.0.0.0"
+
+
+async def run_worker(
+    app: App,
+    settings: Settings,
+    *,
+    broker: Broker | None = None,
+    serve_health: bool = True,
+    health_host: str = HEALTH_HOST,
+) -> int:
+    """Run ``app``'s handlers as a process would: until SIGTERM/SIGINT, then exit cleanly.
+
+    Configures logging from ``settings``; builds and connects the broker from ``settings``
+    unless one is given (a given broker must be connected and is not closed); opens the
+    idempotency store ``settings.idempotency_store``; serves ``/health`` and ``/metrics`` on
+    ``settings.worker_metrics_port`` (0 disables it); refreshes the queue gauges every few
+    seconds. The first signal starts a graceful shutdown, a second one cuts the grace
+    period short.
+
+    Returns:
+        0 after a clean shutdown, 1 if the worker failed while running (logged).
+
+    Raises:
+        ConfigError: the app has no handlers or a setting is invalid.
+        BrokerUnavailable: the broker cannot be reached at start.
+    """
+    configure_logging(settings.log_level, settings.log_format)
+    logger = logging.getLogger("queuekit.worker")
+    if not app.handlers:
+        raise ConfigError(f"app {app.name!r} has no handlers")
+    async with contextlib.AsyncExitStack() as stack:
+        if broker is None:
+            broker = create_broker(settings)
+            await broker.connect()
+            stack.push_async_callback(broker.close)
+        store = create_idempotency_store(settings)
+        stack.push_async_callback(store.close)
+        metrics = Metrics(backend=broker.backend)
+        worker = Worker(
+            app,
+            broker,
+            concurrency=settings.worker_concurrency,
+            metrics=metrics,
+            idempotency=store,
+            grace_period=settings.shutdown_grace_seconds,
+            logger=logger,
+        )
+        stack.callback(_install_signal_handlers(worker, logger))
+        if serve_health and settings.worker_metrics_port:
+            server = HealthServer(
+                create_health_app(worker, metrics),
+                health_host,
+                settings.worker_metrics_port,
+                logger=logger,
+            )
+            server.start()
+            stack.push_async_callback(server.stop)
+        if isinstance(broker, Admin):
+            gauges = asyncio.create_task(
+                refresh_queue_gauges(broker, app.topics, metrics, logger=logger)
+            )
+            stack.push_async_callback(_cancel, gauges)
+        try:
+            await worker.run()
+        except Exception as exc:
+            logger.error("the worker failed", extra={"app": app.name, "error": describe_error(exc)})
+            return 1
+    return 0
+
+
+def run_worker_sync(app: App, settings: Settings, *, serve_health: bool = True) -> int:
+    """:func:`run_worker` in a new event loop, for synchronous callers (the CLI)."""
+    return asyncio.run(run_worker(app, settings, serve_health=serve_health))
+
+
+def _install_signal_handlers(worker: Worker, logger: logging.Logger) -> Callable[[], None]:
+    """SIGTERM/SIGINT stop ``worker`` gracefully, a second one at once; returns the undo."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+
+    def on_signal(received: signal.Signals) -> None:
+        if worker.stopping:
+            logger.warning("second signal: stopping now", extra={"signal": received.name})
+            worker.request_stop(now=True)
+        else:
+            logger.info(
+                "signal received: stopping gracefully",
+                extra={"signal": received.name, "grace_seconds": worker.grace_period},
+            )
+            worker.request_stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, on_signal, sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, Windows
+            logger.warning("cannot handle %s here; stop the worker another way", sig.name)
+        else:
+            installed.append(sig)
+
+    def uninstall() -> None:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+    return uninstall
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
