@@ -26,6 +26,8 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_require_durability: bool = False
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # empty: the same host and user as RABBITMQ_URL, on the management port 15672
+    rabbitmq_management_url: str = ""
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_partitions: int = 3
     visibility_timeout: float = 30.0
