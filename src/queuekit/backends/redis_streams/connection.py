@@ -1,0 +1,132 @@
+"""The Redis client: creation, the persistence check, error mapping and reconnect backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from queuekit.errors import BrokerError, BrokerUnavailable, ConfigError, ConnectionLost
+
+logger = logging.getLogger("queuekit.redis")
+
+# Errors after which the same command may succeed on a new connection (Redis restarting,
+# loading its AOF, a dropped socket).
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    OSError,
+)
+
+# Blocking reads wait at most this long, so the socket timeout must be well above it.
+SOCKET_TIMEOUT = 15.0
+CONNECT_TIMEOUT = 5.0
+
+
+async def execute(client: Redis, *args: Any) -> Any:
+    """``client.execute_command`` with types (redis-py leaves it untyped)."""
+    return await client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def _raw(response: Any, **_options: Any) -> Any:
+    return response
+
+
+def create_client(url: str) -> Redis:
+    """A client for ``url`` that retries a command twice on a fresh connection.
+
+    Stream replies are left raw (nested lists of bytes) for speed: the backend parses them.
+    """
+    try:
+        client = Redis.from_url(
+            url,
+            socket_timeout=SOCKET_TIMEOUT,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_keepalive=True,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
+            retry_on_error=[redis_errors.ConnectionError, redis_errors.TimeoutError],
+            client_name="queuekit",
+            protocol=2,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"invalid REDIS_URL: {exc}") from exc
+    for command in ("XREADGROUP", "XRANGE"):
+        client.set_response_callback(command, _raw)
+    return client
+
+
+async def check_persistence(client: Redis, *, require: bool, where: str) -> None:
+    """Warn (or raise :class:`ConfigError` when ``require``) if Redis does not persist streams.
+
+    Without AOF a restart loses what was written since the last RDB snapshot; without AOF
+    and RDB it loses every stream, consumer group and pending entry.
+    """
+    try:
+        appendonly = await client.config_get("appendonly")
+        save = await client.config_get("save")
+    except redis_errors.ResponseError as exc:
+        problem = f"cannot check the persistence of Redis at {where} (CONFIG GET: {exc})"
+        if require:
+            raise ConfigError(f"{problem}; REDIS_REQUIRE_DURABILITY is set") from exc
+        logger.warning("%s; make sure appendonly is yes", problem)
+        return
+    if _value(appendonly, "appendonly") == "yes":
+        return
+    snapshots = _value(save, "save")
+    if snapshots:
+        problem = (
+            f"Redis at {where} runs without AOF (appendonly no): a restart loses every "
+            f"message published since the last RDB snapshot (save {snapshots!r})"
+        )
+    else:
+        problem = (
+            f"Redis at {where} persists nothing (appendonly no, save ''): a restart loses "
+            "every stream, consumer group and pending message"
+        )
+    if require:
+        raise ConfigError(f"{problem}; set 'appendonly yes' (REDIS_REQUIRE_DURABILITY is set)")
+    logger.warning("%s; set 'appendonly yes' for durable queues", problem)
+
+
+def _value(reply: Any, name: str) -> str:
+    raw = reply.get(name.encode(), reply.get(name, b"")) if isinstance(reply, dict) else b""
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+@contextmanager
+def mapped_errors(action: str, *, connected_before: bool = True) -> Iterator[None]:
+    """Turn redis-py errors raised while doing ``action`` into queuekit errors."""
+    try:
+        yield
+    except redis_errors.AuthenticationError as exc:
+        raise BrokerUnavailable(f"Redis refused the credentials while {action}: {exc}") from exc
+    except TRANSIENT_ERRORS as exc:
+        kind = ConnectionLost if connected_before else BrokerUnavailable
+        raise kind(f"Redis is unreachable while {action}: {exc}") from exc
+    except redis_errors.RedisError as exc:
+        raise BrokerError(f"Redis failed while {action}: {exc}") from exc
+
+
+class Backoff:
+    """Exponential backoff with jitter for reconnect loops (50 ms doubling up to ``cap``)."""
+
+    def __init__(self, *, first: float = 0.05, cap: float = 2.0) -> None:
+        self._first = first
+        self._cap = cap
+        self._next = first
+
+    def reset(self) -> None:
+        self._next = self._first
+
+    async def wait(self) -> None:
+        delay = self._next * random.uniform(0.5, 1.0)
+        self._next = min(self._next * 2, self._cap)
+        await asyncio.sleep(delay)

@@ -1,0 +1,384 @@
+"""Consuming one (topic, group): a background fetch loop, lease extension, deliveries.
+
+The fetch loop keeps up to ``prefetch`` entries leased to this consumer (fetched and not
+returned, or returned and not settled). Each round trip takes a batch: first entries other
+consumers abandoned (XAUTOCLAIM, at most every ``claim_interval``), then new ones (the FETCH
+script, which also moves due delayed messages), and when there is nothing, one blocking
+XREADGROUP on every stream of the group that wakes on the first new entry. A second task
+extends the leases of everything this consumer holds (XCLAIM ... JUSTID resets the idle time
+without counting a delivery) every third of the visibility timeout, and trims the topic now
+and then. A lost connection is retried with backoff for as long as the subscription is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from redis import exceptions as redis_errors
+
+from queuekit.backends.redis_streams import entries
+from queuekit.backends.redis_streams.connection import TRANSIENT_ERRORS, Backoff, execute
+from queuekit.backends.redis_streams.keys import TopicKeys, read_order_priority
+from queuekit.backends.redis_streams.scripts import run
+from queuekit.backends.redis_streams.settle import Command, Settlement
+from queuekit.broker import Delivery, Subscription
+from queuekit.errors import BrokerError
+from queuekit.message import Message, dead_letter_headers
+
+if TYPE_CHECKING:
+    from queuekit.backends.redis_streams.broker import RedisStreamsBroker
+
+logger = logging.getLogger("queuekit.redis")
+
+# Entries given back on close get an idle time past any sane visibility timeout (ms).
+GIVE_BACK_IDLE_MS = 10**12
+# How many XAUTOCLAIM pages one claim round may scan per stream.
+CLAIM_SCANS = 10
+# Longest blocking read: bounds how late a due delayed message published elsewhere is seen.
+MAX_BLOCK = 1.0
+# Delayed messages moved into the lanes per fetch.
+PROMOTE_LIMIT = 1000
+
+_GIVE_BACK_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, redis_errors.ResponseError)
+
+Ref = tuple[int, bytes]
+"""An entry this consumer holds: (position in the read order, entry id)."""
+
+
+class RedisDelivery(Delivery):
+    """One delivery of a stream entry to this consumer; settles through the broker."""
+
+    __slots__ = ("_message", "_settled", "_sub", "ref")
+
+    def __init__(self, sub: RedisSubscription, ref: Ref, message: Message) -> None:
+        self._sub = sub
+        self.ref = ref
+        self._message = message
+        self._settled = False
+
+    @property
+    def message(self) -> Message:
+        return self._message
+
+    @property
+    def group(self) -> str:
+        return self._sub.group
+
+    async def ack(self) -> None:
+        await self._settle(())
+
+    async def nack(self, delay: float = 0.0) -> None:
+        if not delay >= 0 or math.isinf(delay):
+            raise ValueError("delay must be a non-negative, finite number of seconds")
+        keys, group, message = self._sub.keys, self._sub.group, self._message
+        fields = entries.encode(message, prior_attempts=message.attempt)
+        command: Command
+        if delay > 0:
+            due_ms = math.ceil((time.time() + delay) * 1000)
+            member = entries.pack(message.priority, fields)
+            command = ("ZADD", keys.group_delayed(group), due_ms, member)
+        else:
+            command = ("XADD", keys.retry(group), "*", *fields)
+        await self._settle((command,))
+
+    async def dead_letter(self, reason: str, *, error: str | None = None) -> None:
+        message = self._message
+        headers = dead_letter_headers(
+            message, reason=reason, error=error, group=self._sub.group, attempts=message.attempt
+        )
+        fields = entries.encode(replace(message, headers=headers))
+        await self._settle((("XADD", self._sub.keys.dlq, "*", *fields),))
+
+    async def _settle(self, commands: tuple[Command, ...]) -> None:
+        if self._settled:
+            raise RuntimeError(f"delivery of message {self._message.id} is already settled")
+        self._settled = True
+        await self._sub.settle(self.ref, commands)
+
+
+class RedisSubscription(Subscription):
+    """The deliveries of one consumer (a unique Redis consumer name) of one group."""
+
+    def __init__(
+        self, broker: RedisStreamsBroker, topic: str, group: str, prefetch: int, consumer: str
+    ) -> None:
+        self.topic = topic
+        self.group = group
+        self.keys = TopicKeys(topic)
+        self.consumer = consumer
+        self._broker = broker
+        self._prefetch = prefetch
+        self._refill_at = max(1, prefetch // 2)
+        self._streams = self.keys.read_order(group)
+        self._fetch_keys = [self.keys.delayed, self.keys.group_delayed(group), *self._streams]
+        self._buffer: deque[RedisDelivery] = deque()
+        self._unsettled: set[Ref] = set()
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+        self._closed = False
+        self._failure: BaseException | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._next_claim = 0.0
+
+    # -- the consumer's side
+
+    async def __anext__(self) -> RedisDelivery:
+        if not self._tasks and not self._closed:
+            self._start()
+        while not self._buffer:
+            if self._closed:
+                raise StopAsyncIteration
+            if self._failure is not None:
+                raise self._failure
+            self._arrived.clear()
+            await self._arrived.wait()
+        delivery = self._buffer.popleft()
+        self._unsettled.add(delivery.ref)
+        return delivery
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._arrived.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._buffer.clear()
+        self._broker.forget(self)
+        if self._tasks:
+            await self._give_back()
+
+    async def settle(self, ref: Ref, commands: tuple[Command, ...]) -> None:
+        """Apply a settlement of the entry ``ref``; its lease ends either way."""
+        index, entry_id = ref
+        settlement = Settlement(
+            stream=self._streams[index],
+            group=self.group,
+            entry_id=entry_id,
+            delete=index == 0,
+            commands=commands,
+        )
+        try:
+            await self._broker.settler.settle(settlement)
+        finally:
+            self._unsettled.discard(ref)
+            self._room.set()
+
+    # -- background work
+
+    def _start(self) -> None:
+        name = f"queuekit-redis-{self.topic}-{self.group}"
+        self._tasks = [
+            asyncio.create_task(self._fetch_loop(), name=f"{name}-fetch"),
+            asyncio.create_task(self._lease_loop(), name=f"{name}-leases"),
+        ]
+
+    @property
+    def _leased(self) -> int:
+        return len(self._buffer) + len(self._unsettled)
+
+    async def _fetch_loop(self) -> None:
+        backoff = Backoff()
+        while not self._closed:
+            try:
+                await self._wait_for_room()
+                await self._fetch_batch()
+                backoff.reset()
+            except TRANSIENT_ERRORS as exc:
+                logger.warning(
+                    "redis consumer of %s/%s lost its connection, retrying: %s",
+                    self.topic,
+                    self.group,
+                    exc,
+                )
+                await backoff.wait()
+            except redis_errors.ResponseError as exc:
+                if not _group_is_gone(exc):
+                    self._fail(exc)
+                    return
+                # The streams are gone (Redis restarted without persistence, or deleted).
+                logger.warning("group %s of %s is gone; recreating it", self.group, self.topic)
+                await self._broker.ensure_group(self.topic, self.group)
+            except Exception as exc:
+                self._fail(exc)
+                return
+
+    def _fail(self, exc: Exception) -> None:
+        """Stop consuming; the consumer's next ``__anext__`` raises a queuekit error."""
+        logger.error("redis consumer of %s/%s stopped: %s", self.topic, self.group, exc)
+        failure = BrokerError(f"consuming {self.topic}/{self.group} failed: {exc}")
+        failure.__cause__ = exc
+        self._failure = failure
+        self._arrived.set()
+
+    async def _wait_for_room(self) -> None:
+        while True:
+            free = self._prefetch - self._leased
+            if free >= (1 if not self._buffer else self._refill_at):
+                return
+            self._room.clear()
+            await self._room.wait()
+
+    async def _fetch_batch(self) -> None:
+        free = self._prefetch - self._leased
+        client, scripts, group = self._broker.client, self._broker.scripts, self.group
+        now = time.monotonic()
+        claimed = 0
+        if now >= self._next_claim:
+            self._next_claim = now + self._broker.claim_interval
+            reply = await run(
+                scripts.autoclaim,
+                list(self._streams),
+                [group, self.consumer, self._broker.visibility_ms, free, CLAIM_SCANS],
+            )
+            claimed = self._accept(reply, with_counts=True)
+            free -= claimed
+            if free <= 0:
+                return
+        reply = await run(
+            scripts.fetch,
+            self._fetch_keys,
+            [group, self.consumer, free, _now_ms(), PROMOTE_LIMIT],
+        )
+        next_due = float(reply[0]) / 1000 if reply[0] else math.inf
+        if self._accept(reply[1:], with_counts=False) or claimed:
+            return
+        wait = min(self._next_claim - time.monotonic(), next_due - time.time(), MAX_BLOCK)
+        block_ms = max(1, math.ceil(wait * 1000))
+        streams = self._streams
+        read = await execute(
+            client,
+            "XREADGROUP",
+            "GROUP",
+            group,
+            self.consumer,
+            "COUNT",
+            1,
+            "BLOCK",
+            block_ms,
+            "STREAMS",
+            *streams,
+            *([">"] * len(streams)),
+        )
+        if read:
+            positions = {key.encode(): index for index, key in enumerate(streams)}
+            flat: list[Any] = []
+            for stream, stream_entries in read:
+                for entry_id, fields in stream_entries:
+                    flat += (positions[stream], entry_id, fields)
+            self._accept(flat, with_counts=False)
+
+    def _accept(self, flat: Sequence[Any], *, with_counts: bool) -> int:
+        """Turn a script's flat reply into deliveries in the buffer; returns how many."""
+        step = 4 if with_counts else 3
+        accepted = 0
+        for offset in range(0, len(flat), step):
+            index, entry_id = int(flat[offset]), flat[offset + 1]
+            deliveries = int(flat[offset + 2]) if with_counts else 1
+            fields = flat[offset + step - 1]
+            ref = (index, entry_id)
+            priority = read_order_priority(index)
+            try:
+                message = entries.decode(
+                    self.topic,
+                    entry_id,
+                    fields,
+                    priority=0 if priority is None else priority,
+                    deliveries=deliveries,
+                )
+            except entries.InvalidEntry as exc:
+                self._reject_malformed(ref, fields, str(exc))
+                continue
+            self._buffer.append(RedisDelivery(self, ref, message))
+            accepted += 1
+        if accepted:
+            self._arrived.set()
+        return accepted
+
+    def _reject_malformed(self, ref: Ref, fields: Sequence[bytes], why: str) -> None:
+        """Dead-letter an entry that is not a message, so it never blocks the group."""
+        logger.warning("dead-lettering a malformed entry of %s: %s", self.topic, why)
+        message = Message(self.topic, entries.salvage(fields), id=ref[1].decode())
+        delivery = RedisDelivery(self, ref, message)
+        self._unsettled.add(ref)
+        task = asyncio.create_task(delivery.dead_letter("malformed-entry", error=why))
+        task.add_done_callback(_log_failure)
+
+    async def _lease_loop(self) -> None:
+        broker = self._broker
+        next_trim = time.monotonic() + broker.trim_interval
+        while True:
+            await asyncio.sleep(broker.extend_interval)
+            try:
+                await self._extend()
+                if time.monotonic() >= next_trim:
+                    next_trim = time.monotonic() + broker.trim_interval
+                    await broker.trim(self.topic)
+            except TRANSIENT_ERRORS as exc:
+                logger.warning("could not extend leases on %s: %s", self.topic, exc)
+            except redis_errors.ResponseError as exc:
+                logger.warning("could not extend leases on %s: %s", self.topic, exc)
+
+    async def _extend(self) -> None:
+        held: dict[int, list[bytes]] = {}
+        for index, entry_id in [d.ref for d in self._buffer] + list(self._unsettled):
+            held.setdefault(index, []).append(entry_id)
+        if not held:
+            return
+        keys: list[str] = []
+        args: list[Any] = [self.group, self.consumer]
+        for index, ids in held.items():
+            keys.append(self._streams[index])
+            args += (len(ids), *ids)
+        lost = await run(self._broker.scripts.extend, keys, args)
+        if lost:
+            logger.warning(
+                "%d deliveries of %s/%s outlived the visibility timeout and went to another "
+                "consumer; they will be processed twice",
+                len(lost) // 2,
+                self.topic,
+                self.group,
+            )
+
+    async def _give_back(self) -> None:
+        """Return every entry this consumer holds but did not hand out (see RELEASE)."""
+        keep = [f"{index}:{entry_id.decode()}" for index, entry_id in self._unsettled]
+        try:
+            await run(
+                self._broker.scripts.release,
+                list(self._streams),
+                [self.group, self.consumer, GIVE_BACK_IDLE_MS, *keep],
+            )
+        except _GIVE_BACK_ERRORS as exc:
+            logger.warning(
+                "could not give back prefetched messages of %s/%s (they return after the "
+                "visibility timeout): %s",
+                self.topic,
+                self.group,
+                exc,
+            )
+
+
+def _group_is_gone(exc: redis_errors.ResponseError) -> bool:
+    text = str(exc)
+    return "NOGROUP" in text or "no longer exists" in text
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("could not dead-letter a malformed entry: %s", task.exception())
