@@ -17,7 +17,7 @@ import pytest
 
 from queuekit.backends import create_broker
 from queuekit.backends.sqlite import SqliteBroker, from_settings
-from queuekit.errors import BrokerUnavailable
+from queuekit.errors import BrokerUnavailable, InvalidMessage
 from queuekit.message import Message
 from queuekit.settings import Settings
 
@@ -149,6 +149,54 @@ async def test_a_message_leaves_the_file_once_every_group_settled_it(
     assert table_count(path, "messages") == 0
     assert table_count(path, "deliveries") == 0
     assert table_count(path, "dead_letters") == 1
+
+
+async def test_dead_letters_survive_a_restart_and_replay_to_their_group(path: Path) -> None:
+    # Given a message that group "billing" dead-lettered, in a broker that is then closed
+    sent = Message.build("payments", {"amount": 5}, headers={"trace": "t"})
+    async with SqliteBroker(path) as first:
+        billing = await first.subscribe("payments", "billing")
+        await first.publish([sent])
+        await (await asyncio.wait_for(anext(billing), WAIT)).dead_letter("bad", error="E")
+
+    # When a new broker on the file lists and replays the dead letters
+    async with SqliteBroker(path) as second:
+        [letter] = await second.dead_letters("payments")
+        replayed = await second.replay_dead_letters("payments")
+        delivery = await asyncio.wait_for(
+            anext(await second.subscribe("payments", "billing")), WAIT
+        )
+
+    # Then the dead letter was kept with why it failed, and came back to "billing" as new
+    assert (letter.message.id, letter.reason, letter.error, letter.group) == (
+        sent.id,
+        "bad",
+        "E",
+        "billing",
+    )
+    assert replayed == 1
+    assert delivery.message == sent.with_attempt(1)
+
+
+async def test_malformed_messages_are_refused_before_anything_is_stored(
+    broker: SqliteBroker,
+) -> None:
+    # Given a valid message batched with malformed ones
+    valid = Message.build("strict", 1)
+    malformed = [
+        Message("strict", "not bytes"),  # type: ignore[arg-type]
+        Message("strict", b"1", headers={"n": 1}),  # type: ignore[dict-item]
+        Message("strict", b"1", priority=10),
+        Message("strict", b"1", key=5),  # type: ignore[arg-type]
+    ]
+
+    # When each batch is published, Then it is refused with InvalidMessage
+    for bad in malformed:
+        with pytest.raises(InvalidMessage):
+            await broker.publish([valid, bad])
+
+    # And nothing was stored
+    assert (await broker.topic_stats("strict")).groups == ()
 
 
 # -- leases ---------------------------------------------------------------------------------

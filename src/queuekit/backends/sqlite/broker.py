@@ -8,6 +8,7 @@ concurrent calls become one transaction (one fsync).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import socket
@@ -28,6 +29,7 @@ from queuekit.message import (
     DEFAULT_GROUP,
     DeadLetter,
     Message,
+    check_headers,
     check_priority,
     parse_dead_letter,
     validate_group,
@@ -81,6 +83,7 @@ class SqliteBroker(Broker, Admin):
         self._settler = GroupCommitter[Settlement](self._write_settlements)
         self._subscriptions: defaultdict[str, set[SqliteSubscription]] = defaultdict(set)
         self._valid_topics: set[str] = set()
+        self._closing: asyncio.Task[None] | None = None
 
     @property
     def visibility_timeout(self) -> float:
@@ -96,15 +99,22 @@ class SqliteBroker(Broker, Admin):
 
     async def connect(self) -> None:
         await self._database.open()
+        self._closing = None
 
     async def close(self) -> None:
         """Close subscriptions, flush pending writes, close the file; idempotent.
 
         Deliveries handed out and not settled stay leased and come back after their lease
-        expires (with one attempt more), exactly as after a crash.
+        expires (with one attempt more), exactly as after a crash. Concurrent calls all
+        return once the broker is closed.
         """
-        if not self._database.is_open:
-            return
+        if self._closing is None:
+            if not self._database.is_open:
+                return
+            self._closing = asyncio.create_task(self._close(), name="queuekit-sqlite-close")
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         for subscriptions in list(self._subscriptions.values()):
             for subscription in list(subscriptions):
                 await subscription.close()
@@ -139,6 +149,10 @@ class SqliteBroker(Broker, Admin):
         check_priority(message.priority)
         if not isinstance(message.payload, bytes):
             raise InvalidMessage("message payload must be bytes (see queuekit.codec)")
+        if message.key is not None and not isinstance(message.key, str):
+            raise InvalidMessage("message key must be a string or None")
+        if message.headers:
+            check_headers(message.headers)
 
     async def _write_messages(self, messages: Sequence[Message]) -> None:
         now = time.time()

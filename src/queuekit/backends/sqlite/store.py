@@ -94,9 +94,7 @@ class SqliteStore:
             BrokerUnavailable: the file cannot be opened or is not a queuekit database.
             sqlite3.Error: other failures (mapped by the caller).
         """
-        connection = sqlite3.connect(
-            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-        )
+        connection = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
         try:
             for pragma in CONNECTION_PRAGMAS:
                 connection.execute(pragma)

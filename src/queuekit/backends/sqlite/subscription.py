@@ -127,6 +127,7 @@ class SqliteSubscription(Subscription):
         self._backlog = False  # the last claim was full: claim again without checking
         self._next_visible: float | None = None
         self._claiming: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
         self._heartbeat = asyncio.create_task(self._keep_leases(), name=f"queuekit-lease-{owner}")
 
     @property
@@ -225,11 +226,17 @@ class SqliteSubscription(Subscription):
         )
 
     async def close(self) -> None:
-        """Stop claiming and release claimed deliveries not handed out yet; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._wakeup.set()
+        """Stop claiming and release claimed deliveries not handed out yet; idempotent.
+
+        Concurrent calls all return once the deliveries are released.
+        """
+        if self._closing is None:
+            self._closed = True
+            self._wakeup.set()
+            self._closing = asyncio.create_task(self._close(), name=f"queuekit-close-{self.owner}")
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         self._heartbeat.cancel()
         if self._claiming is not None:
             await asyncio.gather(self._claiming, return_exceptions=True)
