@@ -92,8 +92,10 @@ class SqliteDelivery(Delivery):
         )
         try:
             await self._subscription.settle(settlement)
-        except BaseException:
-            self._settled = False  # nothing was written: the caller may settle again
+        except Exception:
+            # The batch's transaction was rolled back: the caller may settle again. (On
+            # cancellation the batch may still commit, so the delivery stays settled.)
+            self._settled = False
             raise
 
 
@@ -129,11 +131,6 @@ class SqliteSubscription(Subscription):
         self._claiming: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self._heartbeat = asyncio.create_task(self._keep_leases(), name=f"queuekit-lease-{owner}")
-
-    @property
-    def unsettled(self) -> int:
-        """Deliveries leased to this subscription and not settled (buffered or handed out)."""
-        return len(self._held)
 
     def wake(self) -> None:
         """Tell the subscription that there may be new work (a local publish or release)."""
