@@ -90,8 +90,10 @@ class RetryConformance(ConformanceBase):
     ) -> None:
         # Given a consumer holding three unsettled deliveries
         gone = await make_broker()
+        # (the group exists before publishing: on RabbitMQ a new group starts empty)
+        holder = await gone.subscribe(topic, "workers", prefetch=3)
         sent = await publish_json(gone, topic, range(3))
-        held = await collect(await gone.subscribe(topic, "workers", prefetch=3), 3)
+        held = await collect(holder, 3)
         assert {d.attempt for d in held} == {1}
         survivor = await (await make_broker()).subscribe(topic, "workers")
 
