@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import httpx
@@ -10,6 +11,7 @@ from pydantic import BaseModel
 
 from api.support import StaticCatalog, api_client, assert_problem
 from queuekit.backends.memory import MemoryBroker
+from queuekit.broker import TopicStats
 from queuekit.errors import BrokerUnavailable
 from queuekit.message import Message
 from queuekit.metrics import Metrics
@@ -56,6 +58,33 @@ async def test_metrics_serve_counters_and_refreshed_queue_gauges(broker: MemoryB
     assert 'queue_messages_sent_total{backend="memory",topic="emails"} 1.0' in text
     assert 'queue_depth{backend="memory",group="default",topic="emails"} 1.0' in text
     assert 'queue_dead_letters{backend="memory",topic="emails"} 1.0' in text
+
+
+class StatsCountingBroker(MemoryBroker):
+    """A MemoryBroker counting topic_stats calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stats_calls = 0
+
+    async def topic_stats(self, topic: str) -> TopicStats:
+        self.stats_calls += 1
+        return await super().topic_stats(topic)
+
+
+async def test_scrapes_in_quick_succession_read_the_broker_once() -> None:
+    # Given a broker with one topic
+    broker = StatsCountingBroker()
+    async with api_client(broker, manage_broker=True) as client:
+        await broker.publish([Message.build("emails", 1)])
+
+        # When three scrapes come at once and right after one another
+        responses = await asyncio.gather(*(client.get("/metrics") for _ in range(3)))
+        responses.append(await client.get("/metrics"))
+
+    # Then all are served, from a single read of the broker's counts
+    assert all("queue_depth" in r.text for r in responses)
+    assert broker.stats_calls == 1
 
 
 async def test_metrics_still_serve_when_the_broker_is_down(

@@ -12,6 +12,10 @@ The size rules (all derived from ``MAX_PAYLOAD_BYTES``, ``P`` below):
 :class:`BodyLimitMiddleware` answers 413 from the ``Content-Length`` header alone when it
 announces too much, and otherwise reads the body as it streams in, stopping with a 413 as
 soon as it passes the limit: an oversize body is never held in memory whole.
+
+Bodies must be sent as ``application/json`` (or with no Content-Type): other media types are
+a 415. Besides being explicit, this means a browser cannot post to the API from another site
+without a CORS preflight (HTML forms can only send form or text bodies).
 """
 
 from __future__ import annotations

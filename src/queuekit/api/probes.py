@@ -5,13 +5,16 @@
 * ``/ready`` is readiness: 200 if ``broker.ping()`` answers within ``READY_TIMEOUT_SECONDS``,
   else a 503 problem with ``Retry-After``, so a load balancer stops routing sends here.
 * ``/metrics`` is the Prometheus text of the injected registry, with the queue gauges
-  refreshed from the broker's counts (bounded in time). It is open, as usual for scraping
-  on a private network: expose it only there.
+  refreshed from the broker's counts (bounded in time, at most once a second however many
+  scrapers and dashboards ask). It is open, as usual for scraping on a private network:
+  expose it only there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 
 from fastapi import APIRouter, Response
 
@@ -23,12 +26,15 @@ from queuekit.errors import BrokerError
 from queuekit.metrics import CONTENT_TYPE_LATEST
 
 READY_TIMEOUT_SECONDS = 2.0
+MIN_REFRESH_INTERVAL_SECONDS = 1.0
 
 
 def probes_router(context: ApiContext) -> APIRouter:
     """The open operational routes, bound to ``context``."""
     router = APIRouter(tags=["operations"])
     backend = context.broker.backend
+    refreshing = asyncio.Lock()
+    refreshed_at = -math.inf
 
     @router.get("/health", response_model=HealthResponse, summary="Liveness")
     async def health() -> HealthResponse:
@@ -59,7 +65,11 @@ def probes_router(context: ApiContext) -> APIRouter:
         responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
     )
     async def metrics() -> Response:
-        await context.refresh_gauges()
+        nonlocal refreshed_at
+        async with refreshing:  # concurrent scrapes share one refresh
+            if time.monotonic() - refreshed_at >= MIN_REFRESH_INTERVAL_SECONDS:
+                await context.refresh_gauges()
+                refreshed_at = time.monotonic()
         return Response(context.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return router

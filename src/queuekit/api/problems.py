@@ -167,7 +167,9 @@ def install_problem_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         errors = exc.errors()
         if any(error.get("type") == "json_invalid" for error in errors):
-            problem = Problem(400, "malformed-json", "the body is not valid JSON")
+            problem = Problem(
+                400, "malformed-json", "the body is not valid JSON", title="Malformed JSON"
+            )
         else:
             problem = invalid_request(errors)
         return problem.response(request.url.path)
