@@ -1,0 +1,532 @@
+"""A Kafka consumer-group member as a queuekit :class:`~queuekit.broker.Subscription`.
+
+Threads: a dedicated thread owns the ``confluent_kafka.Consumer`` (it consumes in batches,
+runs the rebalance callbacks and applies commits and pauses); everything else runs on the
+event loop. Records cross over one batch at a time (``call_soon_threadsafe``).
+
+Per subscription the consumer reads the topic's ten priority lanes, its delay topic and the
+group's retry topic. Handling is concurrent (up to ``prefetch`` deliveries of any partitions
+in flight, several from one partition); each partition commits its contiguous handled prefix
+(:class:`~queuekit.backends.kafka.offsets.OffsetLedger`).
+
+* Priorities: fetched lane records wait in one buffer per priority; the highest non-empty
+  one is served first. Right after an assignment, a lower lane waits (up to a second) for the
+  higher lanes' first fetch, so a backlog comes out highest first. Not strict across
+  partitions, consumers or later arrivals (``Features.strict_priority`` is False).
+* Delay and retry topics: their records wait in a heap until ``not_before``, bounded per
+  partition (``LOOKAHEAD``); a partition is paused when its window is full, so a far-future
+  record delays at most the records behind that window, never the priority lanes.
+* Rebalances (range assignor, so each member gets a share of every lane rather than whole
+  lanes; eager protocol): a revoked partition's buffered records are dropped, its
+  in-flight ones get up to ``grace`` seconds to finish, the rest are released (re-produced
+  to the retry topic with ``attempt + 1``), and the handled prefix is committed before the
+  partition moves. Lost partitions (session expired) are dropped without committing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from queuekit.backends.kafka.delivery import KafkaDelivery
+from queuekit.backends.kafka.errors import describe, to_broker_error
+from queuekit.backends.kafka.naming import PRIORITIES, delay_topic, lane_topic, retry_topic
+from queuekit.backends.kafka.offsets import OffsetLedger
+from queuekit.backends.kafka.producer import AsyncProducer
+from queuekit.backends.kafka.records import from_record, to_record
+from queuekit.broker import Subscription
+from queuekit.errors import BrokerUnavailable, ConnectionLost, QueuekitError
+from queuekit.message import Message
+
+log = logging.getLogger(__name__)
+
+CONSUME_BATCH = 1000
+CONSUME_TIMEOUT = 0.1  # seconds the consumer thread blocks; bounds command latency
+PAUSE_AT = 2000  # buffered records of one partition before it is paused
+RESUME_AT = 500
+LOOKAHEAD = 1000  # delayed records of one partition held while waiting to be due
+PRIORITY_SETTLE = 1.0  # seconds a lower lane waits for higher lanes after an assignment
+COMMIT_DELAY = 0.05  # seconds acks are gathered before their offsets are committed
+
+_LANE, _DELAYED, _RETRY = "lane", "delayed", "retry"
+
+
+@dataclass(slots=True, eq=False)
+class Partition:
+    """One assigned Kafka partition, for the lifetime of that assignment."""
+
+    topic: str
+    partition: int
+    role: str
+    priority: int
+    ledger: OffsetLedger = field(default_factory=OffsetLedger)
+    buffered: int = 0
+    deliveries: set[KafkaDelivery] = field(default_factory=set)
+    revoked: bool = False
+    paused: bool = False
+
+    def topic_partition(self, offset: int = -1001) -> Any:
+        return TopicPartition(self.topic, self.partition, offset)
+
+
+@dataclass(slots=True, eq=False)
+class Fetched:
+    """A record fetched from ``part``; ``released`` once the consumer gave it back."""
+
+    part: Partition
+    offset: int
+    message: Message
+    released: bool = False
+
+
+class KafkaSubscription(Subscription):
+    """A member of the Kafka consumer group of (topic, group); see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        topic: str,
+        group: str,
+        prefetch: int,
+        consumer_config: dict[str, Any],
+        producer: AsyncProducer,
+        grace: float,
+    ) -> None:
+        self.topic = topic
+        self.group = group
+        self.producer = producer
+        self.retry_topic = retry_topic(topic, group)
+        self._prefetch = prefetch
+        self._grace = grace
+        self._roles: dict[str, tuple[str, int]] = {
+            lane_topic(topic, p): (_LANE, p) for p in PRIORITIES
+        }
+        self._roles[delay_topic(topic)] = (_DELAYED, 0)
+        self._roles[self.retry_topic] = (_RETRY, 0)
+        self._parts: dict[tuple[str, int], Partition] = {}
+        self._ready: list[deque[Fetched]] = [deque() for _ in PRIORITIES]
+        self._delayed: list[tuple[float, int, Fetched]] = []
+        self._order = itertools.count()
+        self._unsettled = 0
+        self._waiting_lanes: set[Partition] = set()  # lanes not fetched since assignment
+        self._settle_until = 0.0
+        self._wakeup = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._commands: queue.SimpleQueue[tuple[str, list[Any]]] = queue.SimpleQueue()
+        self._commit_timer: asyncio.TimerHandle | None = None
+        self._error: QueuekitError | None = None
+        self._closed = False
+        self._broker_closed = False
+        self._linger: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._thread_done: asyncio.Future[None] = self._loop.create_future()
+        try:
+            self._consumer = Consumer(consumer_config)
+        except KafkaException as exc:
+            raise to_broker_error(exc, "creating a consumer") from exc
+        self._thread = threading.Thread(
+            target=self._run, name=f"queuekit-kafka-{topic}-{group}", daemon=True
+        )
+        self._thread.start()
+
+    # ------------------------------------------------------------------ consumer thread
+
+    def _run(self) -> None:
+        consumer = self._consumer
+        call = self._loop.call_soon_threadsafe
+        try:
+            consumer.subscribe(
+                list(self._roles),
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+            while not self._stopping:
+                self._apply_commands()
+                try:
+                    records = consumer.consume(CONSUME_BATCH, CONSUME_TIMEOUT)
+                except KafkaException as exc:
+                    error = to_broker_error(exc, f"consuming {self.topic}")
+                    call(self._fail, ConnectionLost(str(error)))
+                    break
+                if records:
+                    call(self._on_records, records)
+            self._apply_commands()
+        except Exception as exc:  # the thread must always report its end
+            log.exception("kafka consumer thread of %s/%s failed", self.topic, self.group)
+            self._safe_call(self._fail, ConnectionLost(f"kafka consumer failed: {exc}"))
+        finally:
+            try:
+                consumer.close()  # revokes (and commits) what is still assigned
+            except (KafkaException, RuntimeError) as exc:
+                log.warning("closing kafka consumer of %s/%s: %s", self.topic, self.group, exc)
+            self._safe_call(self._thread_finished)
+
+    def _safe_call(self, callback: Any, *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _apply_commands(self) -> None:
+        consumer = self._consumer
+        while True:
+            try:
+                command, partitions = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                if command == "commit":
+                    consumer.commit(offsets=partitions, asynchronous=True)
+                elif command == "pause":
+                    consumer.pause(partitions)
+                elif command == "resume":
+                    consumer.resume(partitions)
+            except KafkaException as exc:
+                # A partition revoked meanwhile, or the coordinator moving: the next commit
+                # (or the revoke's synchronous one) carries the same or a later position.
+                log.debug("kafka %s of %s failed: %s", command, self.topic, describe(exc))
+
+    def _on_assign(self, _consumer: Any, partitions: list[Any]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        self._safe_call(self._assigned, keys)
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        self._hand_back(consumer, partitions, lost=False)
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        self._hand_back(consumer, partitions, lost=True)
+
+    def _hand_back(self, consumer: Any, partitions: list[Any], *, lost: bool) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._revoke(keys, lost=lost), self._loop)
+            offsets = future.result(timeout=self._grace + 30)
+        except Exception as exc:  # loop gone or stuck: the group redelivers uncommitted ones
+            log.warning("revoking %s from %s/%s: %r", keys, self.topic, self.group, exc)
+            return
+        self._apply_commands()  # earlier async commits go out before the final one
+        if offsets:
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                log.warning("final commit of %s/%s failed: %s", self.topic, self.group, exc)
+
+    # ------------------------------------------------------------------ event loop side
+
+    def _assigned(self, keys: list[tuple[str, int]]) -> None:
+        now = time.monotonic()
+        for key in keys:
+            role, priority = self._roles.get(key[0], (_LANE, 0))
+            part = Partition(key[0], key[1], role, priority)
+            old = self._parts.get(key)
+            if old is not None:
+                old.revoked = True
+            self._parts[key] = part
+            if role == _LANE and priority > 0:
+                self._waiting_lanes.add(part)
+                self._settle_until = now + PRIORITY_SETTLE
+        self._wakeup.set()
+
+    async def _revoke(self, keys: list[tuple[str, int]], *, lost: bool) -> list[Any]:
+        parts = [part for key in keys if (part := self._parts.pop(key, None)) is not None]
+        for part in parts:
+            part.revoked = True
+            part.buffered = 0
+            self._waiting_lanes.discard(part)
+        self._wakeup.set()
+        if lost:
+            for part in parts:
+                for delivery in list(part.deliveries):
+                    self._release_locally(delivery)
+            return []
+        in_flight = [d for part in parts for d in part.deliveries]
+        if in_flight and not self._broker_closed:
+            deadline = time.monotonic() + self._grace
+            while any(not d.settled for d in in_flight) and time.monotonic() < deadline:
+                await self._settled_event(deadline)
+        await self.release([d for d in in_flight if not d.settled])
+        offsets = []
+        for part in parts:
+            position = part.ledger.position
+            if position is not None:
+                offsets.append(part.topic_partition(position))
+        return offsets
+
+    async def _settled_event(self, deadline: float) -> None:
+        self._wakeup.clear()
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await self._wakeup.wait()
+        except TimeoutError:
+            pass
+
+    def _on_records(self, records: Sequence[Any]) -> None:
+        if self._closed:
+            return
+        parts = self._parts
+        ready = self._ready
+        now = time.time()
+        pause: list[Partition] = []
+        for record in records:
+            error = record.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    part = parts.get((record.topic(), record.partition()))
+                    if part is not None:
+                        self._waiting_lanes.discard(part)
+                else:
+                    log.debug("kafka consumer of %s: %s", self.topic, error.str())
+                continue
+            part = parts.get((record.topic(), record.partition()))
+            if part is None or not part.ledger.fetched(record.offset()):
+                continue
+            message = from_record(record, self.topic, part.priority)
+            fetched = Fetched(part, record.offset(), message)
+            part.buffered += 1
+            if part.role == _LANE:
+                if part.priority:
+                    self._waiting_lanes.discard(part)
+                ready[part.priority].append(fetched)
+                limit = PAUSE_AT
+            else:
+                due = message.not_before
+                if due is not None and due > now:
+                    heapq.heappush(self._delayed, (due, next(self._order), fetched))
+                else:
+                    ready[message.priority].append(fetched)
+                limit = LOOKAHEAD
+            if part.buffered >= limit and not part.paused:
+                part.paused = True
+                pause.append(part)
+        if pause:
+            self._commands.put(("pause", [p.topic_partition() for p in pause]))
+        self._wakeup.set()
+
+    def _take(self) -> tuple[Fetched | None, float | None]:
+        """The next record to deliver, or (None, seconds until one may be due)."""
+        wait: float | None = None
+        delayed = self._delayed
+        if delayed:
+            now = time.time()
+            while delayed and delayed[0][0] <= now:
+                _, _, fetched = heapq.heappop(delayed)
+                if not fetched.part.revoked:
+                    self._ready[fetched.message.priority].append(fetched)
+            if delayed:
+                wait = delayed[0][0] - now
+        for priority in range(len(self._ready) - 1, -1, -1):
+            lane = self._ready[priority]
+            while lane:
+                fetched = lane[0]
+                if fetched.part.revoked:
+                    lane.popleft()
+                    continue
+                if self._waiting_lanes and self._must_wait_for(priority):
+                    settle = self._settle_until - time.monotonic()
+                    return None, settle if wait is None else min(wait, settle)
+                lane.popleft()
+                return fetched, None
+        return None, wait
+
+    def _must_wait_for(self, priority: int) -> bool:
+        if time.monotonic() >= self._settle_until:
+            self._waiting_lanes.clear()
+            return False
+        return any(part.priority > priority for part in self._waiting_lanes)
+
+    async def __anext__(self) -> KafkaDelivery:
+        while True:
+            self._wakeup.clear()
+            if self._closed:
+                raise StopAsyncIteration
+            if self._error is not None:
+                raise self._error
+            wait: float | None = None
+            if self._unsettled < self._prefetch:
+                fetched, wait = self._take()
+                if fetched is not None:
+                    return self._deliver(fetched)
+            try:
+                async with asyncio.timeout(wait):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                pass
+
+    def _deliver(self, fetched: Fetched) -> KafkaDelivery:
+        part = fetched.part
+        part.buffered -= 1
+        if part.paused and part.buffered <= RESUME_AT:
+            part.paused = False
+            self._commands.put(("resume", [part.topic_partition()]))
+        delivery = KafkaDelivery(self, fetched)
+        part.deliveries.add(delivery)
+        self._unsettled += 1
+        return delivery
+
+    def settle(self, delivery: KafkaDelivery) -> None:
+        """Mark ``delivery`` handled: its offset may be committed once its prefix is."""
+        if delivery.settled:
+            return
+        delivery.mark_settled()
+        fetched = delivery.fetched
+        part = fetched.part
+        part.deliveries.discard(delivery)
+        part.ledger.settled(fetched.offset)
+        self._unsettled -= 1
+        if not part.revoked and self._commit_timer is None:
+            self._commit_timer = self._loop.call_later(COMMIT_DELAY, self._flush_commits)
+        self._wakeup.set()
+
+    def _flush_commits(self) -> None:
+        self._commit_timer = None
+        offsets = []
+        for part in self._parts.values():
+            position = part.ledger.uncommitted()
+            if position is not None:
+                part.ledger.committed(position)
+                offsets.append(part.topic_partition(position))
+        if offsets:
+            self._commands.put(("commit", offsets))
+
+    async def release(self, deliveries: Iterable[KafkaDelivery]) -> None:
+        """Give unsettled deliveries back to the group now: re-produce each to the retry
+        topic with ``attempt + 1`` and settle it. If that fails they stay unsettled, and the
+        group redelivers them from the last committed offset."""
+        pending = [d for d in deliveries if not d.settled]
+        if not pending:
+            return
+        records = [
+            to_record(replace(d.message, attempt=d.message.attempt + 1), self.retry_topic)
+            for d in pending
+        ]
+        try:
+            await self.producer.send(records)
+        except QueuekitError as exc:
+            log.warning("releasing %d message(s) of %s: %s", len(pending), self.topic, exc)
+            for delivery in pending:
+                self._release_locally(delivery)
+            return
+        for delivery in pending:
+            delivery.fetched.released = True
+            self.settle(delivery)
+
+    def _release_locally(self, delivery: KafkaDelivery) -> None:
+        """Forget ``delivery`` without committing past it (Kafka redelivers it)."""
+        if delivery.settled:
+            return
+        delivery.fetched.released = True
+        delivery.mark_settled()
+        delivery.fetched.part.deliveries.discard(delivery)
+        self._unsettled -= 1
+        self._wakeup.set()
+
+    def _fail(self, error: QueuekitError) -> None:
+        self._error = error
+        self._wakeup.set()
+
+    def _thread_finished(self) -> None:
+        if not self._thread_done.done():
+            self._thread_done.set_result(None)
+
+    def check_open_broker(self) -> None:
+        """Raise :class:`BrokerUnavailable` once the broker of this subscription closed."""
+        if self._broker_closed:
+            raise BrokerUnavailable("kafka broker is not connected (closed)")
+
+    # ------------------------------------------------------------------ closing and stats
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def close(self) -> None:
+        """Stop delivering; in-flight deliveries stay leased up to ``grace`` seconds (their
+        partitions stay with this member meanwhile), then are released and the member leaves
+        the group, committing the handled prefix. Returns without waiting for them."""
+        if self._closed:
+            return
+        self._closed = True
+        self._drop_buffers()
+        self._wakeup.set()
+        if self._unsettled == 0:
+            await self._shutdown()
+        else:
+            self._linger = asyncio.create_task(self._finish_in_flight())
+
+    async def abort(self) -> None:
+        """Close now (the broker is closing): release in-flight deliveries, leave the group."""
+        self._closed = True
+        self._drop_buffers()
+        if self._linger is not None:
+            self._linger.cancel()
+        in_flight = [d for part in self._parts.values() for d in part.deliveries]
+        await self.release(in_flight)
+        self._broker_closed = True
+        self._wakeup.set()
+        await self._shutdown()
+
+    async def _finish_in_flight(self) -> None:
+        deadline = time.monotonic() + self._grace
+        while self._unsettled > 0 and time.monotonic() < deadline:
+            await self._settled_event(deadline)
+        await self.release([d for part in self._parts.values() for d in part.deliveries])
+        await self._shutdown()
+
+    def _drop_buffers(self) -> None:
+        for lane in self._ready:
+            lane.clear()
+        self._delayed.clear()
+        for part in self._parts.values():
+            part.buffered = 0
+
+    async def _shutdown(self) -> None:
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
+        self._flush_commits()
+        self._stopping = True
+        await asyncio.shield(self._thread_done)
+
+    def local_counts(self) -> tuple[int, int]:
+        """``(in flight from lanes, in flight from delay/retry topics)`` of this member."""
+        lanes = delayed = 0
+        for part in self._parts.values():
+            if part.role == _LANE:
+                lanes += len(part.deliveries)
+            else:
+                delayed += len(part.deliveries)
+        return lanes, delayed
+
+    def forget_before(self, positions: dict[tuple[str, int], int]) -> None:
+        """Drop buffered records below ``positions`` (the log was truncated by a purge)."""
+        for key, position in positions.items():
+            part = self._parts.get(key)
+            if part is None:
+                continue
+            for lane in self._ready:
+                kept = deque(f for f in lane if f.part is not part or f.offset >= position)
+                for gone in (f for f in lane if f.part is part and f.offset < position):
+                    part.buffered -= 1
+                    part.ledger.settled(gone.offset)
+                lane.clear()
+                lane.extend(kept)
+            kept_delayed = []
+            for entry in self._delayed:
+                fetched = entry[2]
+                if fetched.part is part and fetched.offset < position:
+                    part.buffered -= 1
+                    part.ledger.settled(fetched.offset)
+                else:
+                    kept_delayed.append(entry)
+            heapq.heapify(kept_delayed)
+            self._delayed = kept_delayed
