@@ -96,7 +96,8 @@ async def _dlq_page(client: Redis, keys: TopicKeys, start: bytes, count: int) ->
 
 
 def _letter(topic: str, entry_id: bytes, fields: Sequence[bytes]) -> DeadLetter:
-    message = entries.decode(dlq_topic(topic), entry_id, fields, priority=0, deliveries=1)
+    stream = TopicKeys(topic).dlq
+    message = entries.decode(dlq_topic(topic), stream, entry_id, fields, priority=0, deliveries=1)
     return parse_dead_letter(message)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
 import time
 import uuid
@@ -83,6 +84,8 @@ class RedisStreamsBroker(Broker, Admin):
         self.extend_interval = visibility_timeout / 3
         # Consumers with nothing pending and idle this long are forgotten when trimming.
         self.consumer_idle_ms = max(60_000, 10 * self.visibility_ms)
+        host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())
+        self.client_name = f"queuekit-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._client: Redis | None = None
         self._scripts: Scripts | None = None
         self._settler: Settler | None = None
@@ -113,7 +116,7 @@ class RedisStreamsBroker(Broker, Admin):
     async def connect(self) -> None:
         if self._client is not None:
             return
-        client = create_client(self.url)
+        client = create_client(self.url, self.client_name)
         where = _redacted(self.url)
         try:
             with mapped_errors(f"connecting to {where}", connected_before=False):
@@ -192,7 +195,7 @@ class RedisStreamsBroker(Broker, Admin):
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
             raise ValueError("prefetch must be a positive integer")
         await self.ensure_group(topic, group)
-        consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        consumer = f"{self.client_name}-{uuid.uuid4().hex[:8]}"
         subscription = RedisSubscription(self, topic, group, prefetch, consumer)
         self._subscriptions.add(subscription)
         return subscription

@@ -40,8 +40,10 @@ def _raw(response: Any, **_options: Any) -> Any:
     return response
 
 
-def create_client(url: str) -> Redis:
+def create_client(url: str, name: str) -> Redis:
     """A client for ``url`` that retries a command twice on a fresh connection.
+
+    Its connections are named ``name`` (CLIENT LIST shows which process holds them).
 
     Stream replies are left raw (nested lists of bytes) for speed: the backend parses them.
     """
@@ -53,7 +55,7 @@ def create_client(url: str) -> Redis:
             socket_keepalive=True,
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
             retry_on_error=[redis_errors.ConnectionError, redis_errors.TimeoutError],
-            client_name="queuekit",
+            client_name=name,
             protocol=2,
         )
     except ValueError as exc:

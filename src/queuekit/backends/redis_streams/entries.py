@@ -5,7 +5,8 @@ valid message):
 
 ==================  ==========================================================================
 ``payload``         the body, byte for byte
-``id``              queuekit message id (default: the stream entry id, e.g. ``1700000000000-0``)
+``id``              queuekit message id (default: ``<stream key>/<entry id>``, e.g.
+                    ``queuekit:{orders}/1700000000000-0``: stable and globally unique)
 ``created_at``      unix seconds (default: the time in the stream entry id)
 ``headers``         a JSON object of string to string
 ``key``             the message key
@@ -68,9 +69,15 @@ def encode(message: Message, prior_attempts: int = 0) -> Fields:
 
 
 def decode(
-    topic: str, entry_id: bytes, fields: Sequence[bytes], *, priority: int, deliveries: int
+    topic: str,
+    stream: str,
+    entry_id: bytes,
+    fields: Sequence[bytes],
+    *,
+    priority: int,
+    deliveries: int,
 ) -> Message:
-    """Rebuild the message of a stream entry delivered ``deliveries`` times to a group.
+    """Rebuild the message of an entry of ``stream`` delivered ``deliveries`` times to a group.
 
     ``priority`` is the priority of the lane the entry was read from (used when the entry
     does not say). Raises :class:`InvalidEntry` if the entry is not a message.
@@ -93,7 +100,7 @@ def decode(
         return Message(
             topic=topic,
             payload=payload,
-            id=raw_id.decode() if raw_id else entry_id.decode(),
+            id=raw_id.decode() if raw_id else f"{stream}/{entry_id.decode()}",
             headers=headers,
             key=raw_key.decode() if raw_key is not None else None,
             priority=priority,

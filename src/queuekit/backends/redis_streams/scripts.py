@@ -160,12 +160,14 @@ return lost
 """
 
 RELEASE = """
--- KEYS: read order streams. ARGV: group, consumer, idle_ms, then 'index:id' entries to keep.
--- Gives every other entry this consumer holds back to the group at once: sets its idle time
--- past any visibility timeout and undoes the delivery count of the fetch that never reached
--- a handler. Forgets the consumer when it holds nothing. Returns how many were given back.
+-- KEYS: read order streams. ARGV: group, consumer, idle_ms, parking consumer, then
+-- 'index:id' entries to keep.
+-- Gives every other entry this consumer holds back to the group at once: hands it to the
+-- parking consumer with an idle time past any visibility timeout (so the next XAUTOCLAIM of
+-- any consumer takes it) and undoes the delivery count of the fetch that never reached a
+-- handler. Forgets the consumer when it holds nothing. Returns how many were given back.
 local keep, kept, released = {}, 0, 0
-for i = 4, #ARGV do keep[ARGV[i]] = true end
+for i = 5, #ARGV do keep[ARGV[i]] = true end
 for i = 1, #KEYS do
   local pending = redis.pcall('XPENDING', KEYS[i], ARGV[1], '-', '+', 100000, ARGV[2])
   if not pending.err then
@@ -173,7 +175,7 @@ for i = 1, #KEYS do
       if keep[(i - 1) .. ':' .. entry[1]] then
         kept = kept + 1
       else
-        redis.call('XCLAIM', KEYS[i], ARGV[1], ARGV[2], 0, entry[1], 'IDLE', ARGV[3],
+        redis.call('XCLAIM', KEYS[i], ARGV[1], ARGV[4], 0, entry[1], 'IDLE', ARGV[3],
           'RETRYCOUNT', math.max(entry[4] - 1, 0), 'JUSTID')
         released = released + 1
       end
@@ -259,12 +261,15 @@ for g = 1, #ARGV do
     local lag, pending, count = lag_of(KEYS[i], lanes[i], name)
     depth = depth + lag
     in_flight = in_flight + pending
-    if i == 1 then consumers = count end
+    consumers = math.max(consumers, count)
   end
   local retry = KEYS[11 + 2 * g]
   local retry_pending = 0
   local retry_group = groups_of(retry)[name]
-  if retry_group then retry_pending = retry_group['pending'] end
+  if retry_group then
+    retry_pending = retry_group['pending']
+    consumers = math.max(consumers, retry_group['consumers'])
+  end
   depth = depth + redis.call('XLEN', retry) - retry_pending
   in_flight = in_flight + retry_pending
   out[#out + 1] = depth

@@ -40,6 +40,8 @@ logger = logging.getLogger("queuekit.redis")
 
 # Entries given back on close get an idle time past any sane visibility timeout (ms).
 GIVE_BACK_IDLE_MS = 10**12
+# Holds given-back entries until a live consumer claims them (never deleted while it holds any).
+PARKING_CONSUMER = "queuekit-returned"
 # How many XAUTOCLAIM pages one claim round may scan per stream.
 CLAIM_SCANS = 10
 # Longest blocking read: bounds how late a due delayed message published elsewhere is seen.
@@ -292,6 +294,7 @@ class RedisSubscription(Subscription):
             try:
                 message = entries.decode(
                     self.topic,
+                    self._streams[index],
                     entry_id,
                     fields,
                     priority=0 if priority is None else priority,
@@ -309,7 +312,8 @@ class RedisSubscription(Subscription):
     def _reject_malformed(self, ref: Ref, fields: Sequence[bytes], why: str) -> None:
         """Dead-letter an entry that is not a message, so it never blocks the group."""
         logger.warning("dead-lettering a malformed entry of %s: %s", self.topic, why)
-        message = Message(self.topic, entries.salvage(fields), id=ref[1].decode())
+        message_id = f"{self._streams[ref[0]]}/{ref[1].decode()}"
+        message = Message(self.topic, entries.salvage(fields), id=message_id)
         delivery = RedisDelivery(self, ref, message)
         self._unsettled.add(ref)
         task = asyncio.create_task(delivery.dead_letter("malformed-entry", error=why))
@@ -358,7 +362,7 @@ class RedisSubscription(Subscription):
             await run(
                 self._broker.scripts.release,
                 list(self._streams),
-                [self.group, self.consumer, GIVE_BACK_IDLE_MS, *keep],
+                [self.group, self.consumer, GIVE_BACK_IDLE_MS, PARKING_CONSUMER, *keep],
             )
         except _GIVE_BACK_ERRORS as exc:
             logger.warning(
