@@ -23,9 +23,10 @@ that fails on ``complete`` is logged: the handler's work is done, so the message
 from __future__ import annotations
 
 import asyncio
+import itertools
+import secrets
 
 from queuekit.idempotency import ClaimState, IdempotencyStore
-from queuekit.message import new_message_id
 from queuekit.worker.middleware.base import Context, Next, describe_error
 
 __all__ = ["DEFAULT_LEASE", "LEASE_MARGIN", "IdempotencyMiddleware"]
@@ -40,6 +41,9 @@ class IdempotencyMiddleware:
     def __init__(self, *, first_poll: float = 0.05, max_poll: float = 1.0) -> None:
         self._first_poll = first_poll
         self._max_poll = max_poll
+        # Claim tokens: unique across processes (random prefix), cheap per message (counter).
+        self._token_prefix = secrets.token_hex(8)
+        self._token_counter = itertools.count()
 
     async def __call__(self, ctx: Context, call_next: Next) -> None:
         store = ctx.services.idempotency
@@ -48,7 +52,7 @@ class IdempotencyMiddleware:
             await call_next(ctx)
             return
         key = self._key(ctx)
-        token = new_message_id()
+        token = f"{self._token_prefix}-{next(self._token_counter)}"
         lease = DEFAULT_LEASE if spec.timeout is None else spec.timeout + LEASE_MARGIN
         try:
             state = await self._claim(store, key, token, lease)
