@@ -250,11 +250,11 @@ class RabbitMQBroker(Broker, Admin):
         await self._declare_channel.ready()
         return await self._declare_channel.get_underlay_channel()
 
-    async def _confirm_channel(self, within: float) -> aiormq.abc.AbstractChannel:
+    async def _confirm_channel(self) -> aiormq.abc.AbstractChannel:
         channel = self._publish_channel
         if channel is None or self._connection is None:
             raise BrokerUnavailable("RabbitMQ broker is not connected")
-        await asyncio.wait_for(channel.ready(), within)
+        await channel.ready()
         return await channel.get_underlay_channel()
 
     async def _fresh_channel(self) -> aiormq.abc.AbstractChannel:

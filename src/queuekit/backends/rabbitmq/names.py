@@ -20,33 +20,38 @@ import re
 ALL_GROUPS = "@all"
 DELAY_MARK = ":delay:"
 
-# One queue per delay tier: the E24 series (24 steps a decade, each <= 10 % above the last), so
-# a delay is rounded up by at most 10 % and the number of tier queues stays small.
-_E24 = (
+# One queue per delay tier. The tiers of a decade (x 10**k ms) step up by at most 10 %, so a
+# delay is rounded up by at most 10 % with 29 tiers a decade.
+_STEPS = (
     10,
     11,
     12,
     13,
+    14,
     15,
     16,
+    17,
     18,
+    19,
     20,
     22,
     24,
-    27,
+    26,
+    28,
     30,
     33,
     36,
     39,
-    43,
-    47,
-    51,
-    56,
-    62,
-    68,
-    75,
-    82,
-    91,
+    42,
+    46,
+    50,
+    55,
+    60,
+    66,
+    72,
+    79,
+    86,
+    94,
 )
 MIN_DELAY_MS = 10
 # RabbitMQ takes TTLs up to 2**32-1 ms; longer delays wait in the longest tier and the
@@ -108,5 +113,5 @@ def delay_tier_ms(seconds: float) -> int:
         return MAX_DELAY_MS
     scale = int(10 ** (len(str(wanted)) - 2))
     mantissa = -(-wanted // scale)  # ceiling division: 10..100
-    step = next((value for value in _E24 if value >= mantissa), 100)
+    step = next((value for value in _STEPS if value >= mantissa), 100)
     return step * scale

@@ -24,18 +24,23 @@ from queuekit.backends.rabbitmq.topology import Route, Topology
 from queuekit.batching import GroupCommitter
 from queuekit.errors import ConnectionLost, PublishError
 
-ChannelSource = Callable[[float], Awaitable[aiormq.abc.AbstractChannel]]
-"""Returns the confirm channel once it is usable, waiting at most the given seconds."""
+ChannelSource = Callable[[], Awaitable[aiormq.abc.AbstractChannel]]
+"""Returns the confirm channel once it is usable (waiting for a reconnection if need be)."""
 
 _CONNECTION_ERRORS = (
     aiormq.exceptions.AMQPConnectionError,
     aiormq.exceptions.ChannelInvalidStateError,
     ConnectionError,
-    asyncio.TimeoutError,
 )
-# a channel closed without a specific reason (its connection went away); subclasses such as
-# access refused or precondition failed are real refusals and are not retried
-_CHANNEL_CLOSED = aiormq.exceptions.ChannelClosed
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` means the connection (or its channel) went away, not a refusal.
+
+    A bare ChannelClosed comes from a channel closed with its connection; its subclasses
+    (access refused, precondition failed...) are real refusals and are not retried.
+    """
+    return isinstance(exc, _CONNECTION_ERRORS) or type(exc) is aiormq.exceptions.ChannelClosed
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,42 +88,17 @@ class ConfirmPublisher:
         last_error: BaseException | None = None
         while pending:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            try:
+                async with asyncio.timeout(max(0.0, remaining)):
+                    if remaining <= 0:
+                        raise TimeoutError
+                    retry, returned, error = await self._attempt(pending)
+            except TimeoutError:
                 raise ConnectionLost(
                     f"RabbitMQ did not confirm {len(pending)} message(s) within "
-                    f"{self._timeout:g}s: {last_error!r}"
+                    f"{self._timeout:g}s (last error: {last_error!r})"
                 ) from last_error
-            try:
-                for route in {item.route for item in pending}:
-                    await self._topology.ensure(route)
-                channel = await self._channel(remaining)
-            except _CONNECTION_ERRORS as exc:
-                last_error = exc
-                await asyncio.sleep(min(0.2, max(0.0, remaining)))
-                continue
-            except aiormq.exceptions.AMQPError as exc:
-                raise PublishError(f"RabbitMQ refused a declaration: {exc!r}") from exc
-            results = await asyncio.gather(
-                *(self._send(channel, item) for item in pending), return_exceptions=True
-            )
-            retry: list[Outgoing] = []
-            returned: list[Outgoing] = []
-            for item, result in zip(pending, results, strict=True):
-                if isinstance(result, spec.Basic.Ack):
-                    continue
-                if isinstance(result, DeliveredMessage):
-                    returned.append(item)
-                elif isinstance(result, aiormq.exceptions.DeliveryError):
-                    raise PublishError(f"RabbitMQ refused message {item.properties.message_id}")
-                elif isinstance(result, aiormq.exceptions.ChannelNotFoundEntity):
-                    # an exchange or queue was deleted under us: declare it again
-                    self._topology.forget(item.route)
-                    retry.append(item)
-                elif isinstance(result, _CONNECTION_ERRORS) or type(result) is _CHANNEL_CLOSED:
-                    last_error = result
-                    retry.append(item)
-                elif isinstance(result, BaseException):
-                    raise PublishError(f"publishing to RabbitMQ failed: {result!r}") from result
+            last_error = error or last_error
             if returned:
                 if rerouted:
                     raise PublishError(
@@ -127,7 +107,45 @@ class ConfirmPublisher:
                     )
                 rerouted = True
                 await self._reroute(returned)
+            if retry and error is not None:
+                await asyncio.sleep(0.1)  # the connection is down: let it come back
             pending = retry + returned
+
+    async def _attempt(
+        self, pending: Sequence[Outgoing]
+    ) -> tuple[list[Outgoing], list[Outgoing], BaseException | None]:
+        """Publish ``pending`` once: (to retry, returned unroutable, the connection error)."""
+        try:
+            for route in {item.route for item in pending}:
+                await self._topology.ensure(route)
+            channel = await self._channel()
+        except Exception as exc:
+            if _is_connection_error(exc):
+                return list(pending), [], exc
+            raise PublishError(f"RabbitMQ refused a declaration: {exc!r}") from exc
+        results = await asyncio.gather(
+            *(self._send(channel, item) for item in pending), return_exceptions=True
+        )
+        retry: list[Outgoing] = []
+        returned: list[Outgoing] = []
+        error: BaseException | None = None
+        for item, result in zip(pending, results, strict=True):
+            if isinstance(result, spec.Basic.Ack):
+                continue
+            if isinstance(result, DeliveredMessage):
+                returned.append(item)
+            elif isinstance(result, aiormq.exceptions.DeliveryError):
+                raise PublishError(f"RabbitMQ refused message {item.properties.message_id}")
+            elif isinstance(result, aiormq.exceptions.ChannelNotFoundEntity):
+                # an exchange or queue was deleted under us: declare it again
+                self._topology.forget(item.route)
+                retry.append(item)
+            elif isinstance(result, BaseException) and _is_connection_error(result):
+                error = result
+                retry.append(item)
+            elif isinstance(result, BaseException):
+                raise PublishError(f"publishing to RabbitMQ failed: {result!r}") from result
+        return retry, returned, error
 
     async def _reroute(self, returned: Sequence[Outgoing]) -> None:
         """Make routable what RabbitMQ returned: a topic without queues gets its default group."""

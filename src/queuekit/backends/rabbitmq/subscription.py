@@ -136,6 +136,7 @@ class RabbitMQSubscription(Subscription):
         self._closed = False
         self._unsettled = 0
         self._background: set[asyncio.Task[None]] = set()
+        self._replacing: set[asyncio.Task[None]] = set()
         self._channel_closer: asyncio.TimerHandle | None = None
 
     @property
@@ -168,6 +169,11 @@ class RabbitMQSubscription(Subscription):
         while True:
             if self._closed:
                 raise StopAsyncIteration
+            if self._replacing:
+                # A recount copy may already be here: hand nothing out before its original
+                # is acked, or a crash now would leave both to be delivered again.
+                await asyncio.wait(set(self._replacing))
+                continue
             if not self._buffer:
                 self._wakeup.clear()
                 await self._wakeup.wait()
@@ -185,7 +191,7 @@ class RabbitMQSubscription(Subscription):
         if delivered.redelivered:
             props = wire.properties(message, attempt=message.attempt + 1)
             copy = Outgoing(Route(self.topic, self.group), message.payload, props)
-            self._spawn(self._replace(delivered, copy))
+            self._spawn(self._replace(delivered, copy), replacing=True)
             return None
         if due is not None and (remaining := due - time.time()) > 0:
             route = Route(self.topic, self.group, names.delay_tier_ms(remaining))
@@ -225,7 +231,7 @@ class RabbitMQSubscription(Subscription):
         """Put ``copy`` in place of ``delivered``: publish it (confirmed), then ack the original."""
         try:
             await self._broker.publisher.publish([copy])
-            await _ack(delivered)
+            await _ack(delivered, drain=True)
         except (BrokerError, *_CHANNEL_GONE):
             log.warning("could not move a delivery of %s; RabbitMQ keeps it", self._queue_name)
             await _requeue(delivered)
@@ -241,10 +247,13 @@ class RabbitMQSubscription(Subscription):
         copy = Outgoing(Route(self.topic, self.group), delivered.body, props)
         await self._replace(delivered, copy)
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], *, replacing: bool = False) -> None:
         task = asyncio.ensure_future(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        if replacing:
+            self._replacing.add(task)
+            task.add_done_callback(self._replacing.discard)
 
     async def close(self) -> None:
         if self._closed:
@@ -290,10 +299,11 @@ class RabbitMQSubscription(Subscription):
 _CHANNEL_GONE = (aiormq.exceptions.ChannelInvalidStateError, aiormq.exceptions.AMQPError)
 
 
-async def _ack(delivered: DeliveredMessage) -> None:
+async def _ack(delivered: DeliveredMessage, *, drain: bool = False) -> None:
+    """Acknowledge ``delivered``; with ``drain``, return once the ack is in the socket."""
     tag = delivered.delivery_tag
     assert tag is not None  # deliveries of a consumer always have one
-    await delivered.channel.basic_ack(tag, wait=False)
+    await delivered.channel.basic_ack(tag, wait=drain)
 
 
 async def _requeue(delivered: DeliveredMessage) -> None:
