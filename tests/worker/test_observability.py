@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
 
 import httpx
 import pytest
@@ -12,7 +14,7 @@ from queuekit.errors import Reject
 from queuekit.message import Message
 from queuekit.metrics import Metrics
 from queuekit.worker import App, Worker
-from queuekit.worker.health import create_health_app, refresh_queue_gauges
+from queuekit.worker.health import HealthServer, create_health_app, refresh_queue_gauges
 
 from .helpers import dead_letters, publish, running, wait_until
 
@@ -153,3 +155,47 @@ async def test_queue_gauge_failures_are_logged_not_raised(
         await asyncio.gather(refresher, return_exceptions=True)
     warnings = [r for r in caplog.records if "cannot refresh queue gauges" in r.getMessage()]
     assert len(warnings) == 1
+
+
+async def test_health_server_listens_in_the_loop_without_taking_the_signals(
+    broker: MemoryBroker, metrics: Metrics
+) -> None:
+    # Given a health server on a free local port, for a worker that is not running
+    app = App("svc")
+    app.handler("jobs")(lambda payload: None)
+    worker = Worker(app, broker, metrics=metrics)
+    sigterm_handler = signal.getsignal(signal.SIGTERM)
+    server = HealthServer(create_health_app(worker, metrics), "127.0.0.1", 0)
+
+    # When it starts
+    server.start()
+    try:
+        await wait_until(lambda: server.started, what="the server to listen")
+
+        # Then it answers over TCP, and the process's SIGTERM handler is untouched
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.bound_port}") as client:
+            response = await client.get("/health")
+        assert response.status_code == 503
+        assert signal.getsignal(signal.SIGTERM) == sigterm_handler
+    finally:
+        await server.stop()
+    assert not server.running
+
+
+async def test_health_server_that_cannot_bind_logs_and_lets_the_worker_run(
+    broker: MemoryBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a port that is already taken
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        app = App("svc")
+        app.handler("jobs")(lambda payload: None)
+        server = HealthServer(create_health_app(Worker(app, broker)), "127.0.0.1", port)
+
+        # When the health server starts, then it fails alone, with a log line
+        server.start()
+        await wait_until(lambda: not server.running, what="the server to give up")
+        await server.stop()
+    assert any("could not start" in r.getMessage() for r in caplog.records)

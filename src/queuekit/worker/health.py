@@ -81,6 +81,25 @@ class HealthServer:
         self.host = host
         self.port = port
 
+    @property
+    def started(self) -> bool:
+        """Whether the server is listening."""
+        return bool(self._server.started)
+
+    @property
+    def running(self) -> bool:
+        """Whether the server task is alive (false after :meth:`stop` or a failure to bind)."""
+        return self._task is not None and not self._task.done()
+
+    @property
+    def bound_port(self) -> int | None:
+        """The port actually listened on (useful with port 0), or None before it started."""
+        for server in getattr(self._server, "servers", []):
+            for sock in server.sockets:
+                port: int = sock.getsockname()[1]
+                return port
+        return None
+
     def start(self) -> None:
         """Start serving in the background (a failure to bind is logged, not raised)."""
         self._task = asyncio.create_task(self._serve(), name="queuekit-health")

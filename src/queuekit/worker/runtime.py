@@ -195,7 +195,9 @@ class Worker:
                 subscription = await self.broker.subscribe(spec.topic, spec.group, prefetch=limit)
                 threads = None
                 if not spec.is_async:
-                    threads = HandlerThreads(limit, f"queuekit-{spec.topic}", self.logger)
+                    threads = HandlerThreads(
+                        limit, f"queuekit-{spec.topic}-{spec.group}", self.logger
+                    )
                 chain = compose(self.middleware, HandlerCall(spec, threads))
                 self._consumers.append(
                     _Consumer(spec, subscription, chain, asyncio.Semaphore(limit), threads)
@@ -323,6 +325,12 @@ class Worker:
             self.logger.warning("a consumer loop ignored its closed subscription; cancelling")
             task.cancel()
         await asyncio.wait(loops)
+        for task in loops:
+            error = None if task.cancelled() else task.exception()
+            if error is not None and not isinstance(error, asyncio.CancelledError):
+                self.logger.warning(
+                    "a consumer loop failed while stopping", extra={"error": describe_error(error)}
+                )
 
     async def _drain(self) -> None:
         if self._in_flight and not self._stop_now.is_set():
