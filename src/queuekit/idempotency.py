@@ -75,10 +75,16 @@ class IdempotencyStore(abc.ABC):
     ttl: float
 
     @abc.abstractmethod
-    async def begin(self, key: str, token: str, lease: float) -> ClaimState:
+    async def begin(
+        self, key: str, token: str, lease: float, *, take_over: bool = False
+    ) -> ClaimState:
         """Claim ``key`` for ``token`` for ``lease`` seconds unless it is done or claimed.
 
         Calling it again with the token that holds the claim answers ``CLAIMED`` again.
+        With ``take_over``, a live claim of another token is replaced (a done key stays
+        done): the worker does this for a *redelivered* message, because a broker only
+        redelivers once the previous holder gave the message up or died, and a dead
+        holder's claim must not block the redelivery until its lease runs out.
         """
 
     @abc.abstractmethod
@@ -117,11 +123,13 @@ class MemoryIdempotencyStore(IdempotencyStore):
         self._entries: dict[str, _Entry] = {}
         self._calls = 0
 
-    async def begin(self, key: str, token: str, lease: float) -> ClaimState:
+    async def begin(
+        self, key: str, token: str, lease: float, *, take_over: bool = False
+    ) -> ClaimState:
         now = time.monotonic()
         self._sweep(now)
         entry = self._entries.get(key)
-        if entry is None or entry.expires_at <= now:
+        if entry is None or entry.expires_at <= now or (take_over and not entry.done):
             self._entries[key] = _Entry(token, False, now + lease)
             return ClaimState.CLAIMED
         if entry.done:
@@ -160,6 +168,11 @@ _SQL_CLAIM = (
     " ON CONFLICT (key) DO UPDATE SET token = excluded.token, done = 0,"
     f" expires_at = excluded.expires_at WHERE {_TABLE}.expires_at <= ?"
 )
+_SQL_TAKE_OVER = (
+    f"INSERT INTO {_TABLE} (key, token, done, expires_at) VALUES (?, ?, 0, ?)"
+    " ON CONFLICT (key) DO UPDATE SET token = excluded.token, done = 0,"
+    f" expires_at = excluded.expires_at WHERE {_TABLE}.done = 0 OR {_TABLE}.expires_at <= ?"
+)
 _SQL_STATE = f"SELECT token, done FROM {_TABLE} WHERE key = ?"
 _SQL_COMPLETE = (
     f"INSERT INTO {_TABLE} (key, token, done, expires_at) VALUES (?, ?, 1, ?)"
@@ -174,6 +187,7 @@ _SQL_CLEANUP = (
 
 class _Kind(enum.Enum):
     BEGIN = enum.auto()
+    TAKE_OVER = enum.auto()
     COMPLETE = enum.auto()
     RELEASE = enum.auto()
 
@@ -221,8 +235,11 @@ class SqliteIdempotencyStore(IdempotencyStore):
         self._ready = threading.Event()
         self._open_error: IdempotencyStoreError | None = None
 
-    async def begin(self, key: str, token: str, lease: float) -> ClaimState:
-        state = await self._submit(_Kind.BEGIN, key, token, lease)
+    async def begin(
+        self, key: str, token: str, lease: float, *, take_over: bool = False
+    ) -> ClaimState:
+        kind = _Kind.TAKE_OVER if take_over else _Kind.BEGIN
+        state = await self._submit(kind, key, token, lease)
         assert state is not None
         return state
 
@@ -321,8 +338,9 @@ class SqliteIdempotencyStore(IdempotencyStore):
 
     @staticmethod
     def _execute(conn: sqlite3.Connection, op: _Op, now: float) -> ClaimState | None:
-        if op.kind is _Kind.BEGIN:
-            conn.execute(_SQL_CLAIM, (op.key, op.token, now + op.seconds, now))
+        if op.kind is _Kind.BEGIN or op.kind is _Kind.TAKE_OVER:
+            claim = _SQL_CLAIM if op.kind is _Kind.BEGIN else _SQL_TAKE_OVER
+            conn.execute(claim, (op.key, op.token, now + op.seconds, now))
             token, done = conn.execute(_SQL_STATE, (op.key,)).fetchone()
             if done:
                 return ClaimState.DONE
@@ -369,6 +387,12 @@ if value == ARGV[3] then return 2 end
 if value == ARGV[1] then return 1 end
 return 0
 """
+_LUA_TAKE_OVER = """
+local value = redis.call('GET', KEYS[1])
+if value == ARGV[3] then return 2 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
 _LUA_RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -412,8 +436,11 @@ class RedisIdempotencyStore(IdempotencyStore):
         self._client = client
         self._committer = GroupCommitter(self._flush)
 
-    async def begin(self, key: str, token: str, lease: float) -> ClaimState:
-        result = await self._run(_RedisOp(_Kind.BEGIN, key, token, max(1, int(lease * 1000))))
+    async def begin(
+        self, key: str, token: str, lease: float, *, take_over: bool = False
+    ) -> ClaimState:
+        kind = _Kind.TAKE_OVER if take_over else _Kind.BEGIN
+        result = await self._run(_RedisOp(kind, key, token, max(1, int(lease * 1000))))
         return _BEGIN_STATES[int(result)]
 
     async def complete(self, key: str, token: str) -> None:
@@ -440,6 +467,8 @@ class RedisIdempotencyStore(IdempotencyStore):
             name = self.prefix + op.key
             if op.kind is _Kind.BEGIN:
                 pipe.eval(_LUA_BEGIN, 1, name, op.token, op.millis, _DONE_MARKER)
+            elif op.kind is _Kind.TAKE_OVER:
+                pipe.eval(_LUA_TAKE_OVER, 1, name, op.token, op.millis, _DONE_MARKER)
             elif op.kind is _Kind.COMPLETE:
                 pipe.set(name, _DONE_MARKER, px=op.millis)
             else:

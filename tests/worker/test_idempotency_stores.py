@@ -107,6 +107,27 @@ async def test_a_released_claim_can_be_taken_by_another(make_store: StoreFactory
     assert await second.begin("k", "token-b", 30.0) is ClaimState.CLAIMED
 
 
+async def test_a_redelivery_takes_over_a_dead_holders_claim(make_store: StoreFactory) -> None:
+    # Given a claim held for 300 s by a consumer that died (SIGKILL) mid-handler
+    dead, alive = await make_store(), await make_store()
+    assert await dead.begin("k", "token-dead", 300.0) is ClaimState.CLAIMED
+
+    # When the redelivered message claims the key with take_over
+    state = await alive.begin("k", "token-new", 30.0, take_over=True)
+
+    # Then it holds the claim at once, and the dead holder's token no longer does
+    assert state is ClaimState.CLAIMED
+    assert await dead.begin("k", "token-dead", 30.0) is ClaimState.BUSY
+
+
+async def test_take_over_never_reopens_a_completed_key(make_store: StoreFactory) -> None:
+    store = await make_store()
+    assert await store.begin("k", "token-a", 30.0) is ClaimState.CLAIMED
+    await store.complete("k", "token-a")
+
+    assert await store.begin("k", "token-b", 30.0, take_over=True) is ClaimState.DONE
+
+
 async def test_release_never_undoes_a_completed_key(make_store: StoreFactory) -> None:
     store = await make_store()
     assert await store.begin("k", "token-a", 30.0) is ClaimState.CLAIMED

@@ -5,6 +5,9 @@ to ``topic/group`` (every group processes every message once). Using the store's
 protocol (:mod:`queuekit.idempotency`):
 
 * ``DONE``: processed before; the handler is skipped and the message acked (``duplicate``).
+* A *redelivered* message (attempt > 1) takes over a live claim: the broker redelivers only
+  after the previous holder gave the message up or died (SIGKILL), and a dead worker's claim
+  must not hold its own redelivery back until the claim's lease runs out.
 * ``BUSY``: another consumer is handling the same key right now; this delivery waits, polling
   with backoff, until that one completes (then it is a duplicate) or gives up its claim
   (then this one claims it). The wait is bounded by the claim's lease, which runs out by
@@ -55,7 +58,7 @@ class IdempotencyMiddleware:
         token = f"{self._token_prefix}-{next(self._token_counter)}"
         lease = DEFAULT_LEASE if spec.timeout is None else spec.timeout + LEASE_MARGIN
         try:
-            state = await self._claim(store, key, token, lease)
+            state = await self._claim(store, key, token, lease, ctx.message.attempt > 1)
         except Exception:
             ctx.error_stage = "idempotency"
             raise
@@ -82,10 +85,12 @@ class IdempotencyMiddleware:
         return f"{spec.topic}/{spec.group}/{key}"
 
     async def _claim(
-        self, store: IdempotencyStore, key: str, token: str, lease: float
+        self, store: IdempotencyStore, key: str, token: str, lease: float, take_over: bool
     ) -> ClaimState:
         pause = self._first_poll
-        while (state := await store.begin(key, token, lease)) is ClaimState.BUSY:
+        while (
+            state := await store.begin(key, token, lease, take_over=take_over)
+        ) is ClaimState.BUSY:
             await asyncio.sleep(pause)
             pause = min(pause * 2, self._max_poll)
         return state
