@@ -26,6 +26,8 @@ from queuekit.broker import Admin, Broker, Features, TopicStats
 from queuekit.errors import BrokerUnavailable, InvalidMessage
 from queuekit.message import (
     DEFAULT_GROUP,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
     DeadLetter,
     Message,
     check_priority,
@@ -108,7 +110,6 @@ class KafkaBroker(Broker, Admin):
             "heartbeat.interval.ms": int(min(1000.0, session * 100)),
             "max.poll.interval.ms": int(max(session, self.visibility_timeout + 60) * 1000),
             "enable.partition.eof": True,
-            "queued.max.messages.kbytes": 16384,
         }
 
     def _connected(self) -> tuple[AsyncProducer, KafkaAdmin]:
@@ -151,17 +152,24 @@ class KafkaBroker(Broker, Admin):
         topics: set[str] = set()
         records: list[OutRecord] = []
         now = time.time()
+        now_ms = int(now * 1000)
         for message in messages:
-            topics.add(validate_topic(message.topic))
-            check_priority(message.priority)
-            if not isinstance(message.payload, bytes):
+            topic = message.topic
+            if topic not in topics:
+                topics.add(validate_topic(topic))
+            priority = message.priority
+            if priority.__class__ is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+                check_priority(priority)
+            if message.payload.__class__ is not bytes and not isinstance(message.payload, bytes):
                 raise InvalidMessage("message payload must be bytes")
             due = message.not_before
             if due is not None and due > now:
-                target = delay_topic(message.topic)
+                target = delay_topic(topic)
+            elif priority:
+                target = lane_topic(topic, priority)
             else:
-                target = lane_topic(message.topic, message.priority)
-            records.append(to_record(message, target))
+                target = topic
+            records.append(to_record(message, target, now_ms))
         await admin.ensure_topics(name for topic in topics for name in topic_family(topic))
         await producer.send(records)
 

@@ -28,23 +28,21 @@ _QUEUE_FULL_BACKOFF = 0.005
 class _BatchWaiter:
     """Counts the delivery reports of one batch; resolves ``future`` on the last one."""
 
-    __slots__ = ("error", "future", "lock", "loop", "remaining")
+    __slots__ = ("error", "future", "loop", "remaining")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
         self.remaining = count
         self.error: Any = None
-        self.lock = threading.Lock()
 
     def on_delivery(self, error: Any, _record: Any) -> None:
-        # Runs on the poll thread (or in the thread calling flush) -- never on the loop.
-        with self.lock:
-            if error is not None and self.error is None:
-                self.error = error
-            self.remaining -= 1
-            done = self.remaining == 0
-        if done:
+        # Runs on the poll thread only (close() joins it before its final flush), so the
+        # count needs no lock.
+        if error is not None and self.error is None:
+            self.error = error
+        self.remaining -= 1
+        if self.remaining == 0:
             self.loop.call_soon_threadsafe(self._finish)
 
     def _finish(self) -> None:
@@ -108,15 +106,15 @@ class AsyncProducer:
         waiter = _BatchWaiter(asyncio.get_running_loop(), len(records))
         callback = waiter.on_delivery
         produce = producer.produce
-        for record in records:
+        for topic, value, key, headers, timestamp_ms in records:
             while True:
                 try:
                     produce(
-                        record.topic,
-                        value=record.value,
-                        key=record.key,
-                        headers=record.headers,
-                        timestamp=record.timestamp_ms,
+                        topic,
+                        value=value,
+                        key=key,
+                        headers=headers,
+                        timestamp=timestamp_ms,
                         on_delivery=callback,
                     )
                     break
@@ -124,7 +122,7 @@ class AsyncProducer:
                     # librdkafka's local queue is full: let the poll thread drain it.
                     await asyncio.sleep(_QUEUE_FULL_BACKOFF)
                 except KafkaException as exc:
-                    raise to_publish_error(exc, f"producing to {record.topic}") from exc
+                    raise to_publish_error(exc, f"producing to {topic}") from exc
         await waiter.future
         if waiter.error is not None:
             raise to_publish_error(waiter.error, f"publishing {len(records)} record(s)")

@@ -54,8 +54,8 @@ log = logging.getLogger(__name__)
 
 CONSUME_BATCH = 1000
 CONSUME_TIMEOUT = 0.1  # seconds the consumer thread blocks; bounds command latency
-PAUSE_AT = 2000  # buffered records of one partition before it is paused
-RESUME_AT = 500
+PAUSE_AT = 10000  # buffered records of one partition before it is paused (refetched later)
+RESUME_AT = 5000
 LOOKAHEAD = 1000  # delayed records of one partition held while waiting to be due
 PRIORITY_SETTLE = 1.0  # seconds a lower lane waits for higher lanes after an assignment
 COMMIT_DELAY = 0.05  # seconds acks are gathered before their offsets are committed
