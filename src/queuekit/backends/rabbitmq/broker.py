@@ -33,6 +33,7 @@ from queuekit.message import (
 )
 
 T = TypeVar("T")
+_MAX_CACHED_TOPICS = 10_000
 
 _CLIENT_ERRORS = (
     aiormq.exceptions.AMQPError,
@@ -99,6 +100,7 @@ class RabbitMQBroker(Broker, Admin):
         self._admin: RabbitMQAdminOps | None = None
         self._management: ManagementAPI | None = None
         self._subscriptions: set[RabbitMQSubscription] = set()
+        self._topic_routes: dict[str, Route] = {}  # validated topics
 
     # connection
 
@@ -173,9 +175,23 @@ class RabbitMQBroker(Broker, Admin):
     async def publish(self, messages: Sequence[Message]) -> None:
         publisher = self.publisher
         now = time.time()
-        items = [_outgoing(message, now) for message in messages]
+        items = [self._outgoing(message, now) for message in messages]
         if items:
             await publisher.publish(items)
+
+    def _outgoing(self, message: Message, now: float) -> Outgoing:
+        route = self._topic_routes.get(message.topic)
+        if route is None:
+            route = Route(validate_topic(message.topic))
+            if len(self._topic_routes) >= _MAX_CACHED_TOPICS:
+                self._topic_routes.clear()
+            self._topic_routes[message.topic] = route
+        check_priority(message.priority)
+        if not isinstance(message.payload, bytes):
+            raise InvalidMessage("message payload must be bytes")
+        if message.not_before is not None and message.not_before > now:
+            route = Route(message.topic, None, names.delay_tier_ms(message.not_before - now))
+        return Outgoing(route, message.payload, wire.properties(message))
 
     async def subscribe(
         self, topic: str, group: str = DEFAULT_GROUP, *, prefetch: int = 16
@@ -264,14 +280,3 @@ class RabbitMQBroker(Broker, Admin):
         if transport is None:
             raise BrokerUnavailable("RabbitMQ connection is not established")
         return await transport.connection.channel(publisher_confirms=False)
-
-
-def _outgoing(message: Message, now: float) -> Outgoing:
-    validate_topic(message.topic)
-    check_priority(message.priority)
-    if not isinstance(message.payload, bytes):
-        raise InvalidMessage("message payload must be bytes")
-    route = Route(message.topic)
-    if message.not_before is not None and message.not_before > now:
-        route = Route(message.topic, None, names.delay_tier_ms(message.not_before - now))
-    return Outgoing(route, message.payload, wire.properties(message))

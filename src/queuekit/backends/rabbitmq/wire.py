@@ -10,7 +10,7 @@ then on by every copy queuekit makes), a missing priority is 0, a missing attemp
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from aiormq import spec
@@ -25,7 +25,6 @@ NOT_BEFORE = "x-queuekit-not-before"
 """The message's ``not_before`` (unix time, as published)."""
 DUE = "x-queuekit-due"
 """When a retry (``nack(delay)``) may be delivered (unix time); absent for first deliveries."""
-CREATED_AT = "x-queuekit-created-at"
 
 PERSISTENT = 2
 _OWN_PREFIX = "x-queuekit-"
@@ -44,17 +43,30 @@ _BROKER_HEADERS = frozenset(
 
 
 def properties(
-    message: Message,
-    *,
-    attempt: int = 1,
-    due: float | None = None,
-    extra_headers: Mapping[str, str] | None = None,
+    message: Message, *, attempt: int = 1, due: float | None = None
 ) -> spec.Basic.Properties:
-    """The AMQP properties that carry ``message`` (its next delivery being ``attempt``)."""
-    headers: dict[str, Any] = dict(message.headers)
-    if extra_headers:
-        headers.update(extra_headers)
-    headers[CREATED_AT] = repr(message.created_at)
+    """The AMQP properties that carry ``message`` (its next delivery being ``attempt``).
+
+    A plain message (no headers, key, delay or retry) carries no header table at all, which
+    keeps encoding and decoding it cheap; ``created_at`` rides in the standard ``timestamp``
+    property (whole seconds, as AMQP defines it).
+    """
+    headers: dict[str, Any] | None = dict(message.headers) if message.headers else None
+    if attempt > 1 or message.key is not None or message.not_before is not None or due is not None:
+        headers = _own_headers(message, headers or {}, attempt, due)
+    return spec.Basic.Properties(
+        content_type=JSON_CONTENT_TYPE,
+        delivery_mode=PERSISTENT,
+        priority=message.priority,
+        message_id=message.id,
+        timestamp=datetime.fromtimestamp(message.created_at, UTC),
+        headers=headers,
+    )
+
+
+def _own_headers(
+    message: Message, headers: dict[str, Any], attempt: int, due: float | None
+) -> dict[str, Any]:
     if attempt > 1:
         headers[ATTEMPT] = attempt
     if message.key is not None:
@@ -63,13 +75,7 @@ def properties(
         headers[NOT_BEFORE] = repr(message.not_before)
     if due is not None:
         headers[DUE] = repr(due)
-    return spec.Basic.Properties(
-        content_type=JSON_CONTENT_TYPE,
-        delivery_mode=PERSISTENT,
-        priority=message.priority,
-        message_id=message.id,
-        headers=headers,
-    )
+    return headers
 
 
 def decode(topic: str, body: bytes, props: spec.Basic.Properties) -> tuple[Message, float | None]:
@@ -88,9 +94,7 @@ def decode(topic: str, body: bytes, props: spec.Basic.Properties) -> tuple[Messa
     priority = props.priority or 0
     not_before = _as_float(raw.get(NOT_BEFORE))
     due = _as_float(raw.get(DUE))
-    created_at = _as_float(raw.get(CREATED_AT))
-    if created_at is None:
-        created_at = props.timestamp.timestamp() if props.timestamp is not None else time.time()
+    created_at = props.timestamp.timestamp() if props.timestamp is not None else time.time()
     key = raw.get(KEY)
     message = Message(
         topic=topic,
