@@ -321,3 +321,70 @@ def dlq_purge(
         raise typer.Exit(EXIT_ERROR)
     count = run_async(lambda: with_admin(settings, lambda a: a.purge_dead_letters(topic)))
     out.print(f"purged {count} dead letter(s) of {topic}")
+
+
+@cli.command()
+def bench(
+    count: Annotated[int, typer.Option(help="Messages in the throughput phase.")] = 10_000,
+    payload_bytes: Annotated[int, typer.Option(help="Size of each JSON payload.")] = 1024,
+    concurrency: Annotated[int, typer.Option(help="Worker calls in flight (prefetch).")] = 256,
+    latency_fraction: Annotated[
+        float, typer.Option(help="Latency phase rate, as a fraction of the peak (0: skip).")
+    ] = 0.5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, no progress bar.")] = False,
+    queue_type: Annotated[
+        str | None,
+        typer.Option("--backend", "--queue-type", "-q", help="sqlite, memory, redis, ..."),
+    ] = None,
+) -> None:
+    """Measure end-to-end throughput and latency (publish -> handle -> ack) on a backend."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
+    from rich.progress import Progress as ProgressBar
+
+    from queuekit.bench import BenchConfig, bench_backend
+
+    settings = settings_from_env(queue_type=queue_type)
+    try:
+        config = BenchConfig(
+            count=count,
+            payload_bytes=payload_bytes,
+            concurrency=concurrency,
+            latency_fraction=latency_fraction,
+        )
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    bar = ProgressBar(
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        transient=True,
+        disable=as_json,
+    )
+    tasks: dict[str, Any] = {}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(phase, total=total)
+        bar.update(tasks[phase], completed=done)
+
+    with bar:
+        result = run_async(lambda: bench_backend(settings, config, progress=progress))
+    if as_json:
+        out.print_json(orjson.dumps(result.as_dict()).decode())
+        return
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.1f} ms"
+
+    table = Table("backend", "messages", "end to end", "publish", "latency at", "p50", "p99")
+    table.add_row(
+        result.backend,
+        f"{result.count:,} x {result.payload_bytes} B",
+        f"{result.throughput:,.0f} msg/s",
+        f"{result.publish_rate:,.0f} msg/s",
+        "-" if result.latency_rate is None else f"{result.latency_rate:,.0f} msg/s",
+        ms(result.p50_ms),
+        ms(result.p99_ms),
+    )
+    out.print(table)

@@ -1,0 +1,58 @@
+"""Smoke tests of the benchmark tooling: it runs and reports sane figures (nothing is timed)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+QUEUEKIT = str(Path(sys.executable).with_name("queuekit"))
+
+
+def test_queuekit_bench_prints_sane_json_on_sqlite(tmp_path: Path) -> None:
+    # Given a SQLite queue configured in a scratch folder
+    env = {**os.environ, "SQLITE_PATH": str(tmp_path / "data" / "queue.db")}
+
+    # When `queuekit bench` measures it with a tiny count
+    done = subprocess.run(
+        [QUEUEKIT, "bench", "--backend", "sqlite", "--count", "200", "--json"],
+        env=env,
+        capture_output=True,
+        timeout=50,
+        check=False,
+    )
+
+    # Then it prints one JSON document with positive rates and ordered percentiles
+    assert done.returncode == 0, done.stderr.decode()
+    result = orjson.loads(done.stdout)
+    assert result["backend"] == "sqlite"
+    assert result["count"] == 200
+    assert result["payload_bytes"] == 1024
+    assert result["throughput"] > 0
+    assert result["publish_rate"] >= result["throughput"]
+    assert result["latency_count"] > 0
+    assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
+    # ... and it left no scratch database behind next to the real one
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_queuekit_bench_rejects_a_bad_count_in_one_line(tmp_path: Path) -> None:
+    # Given a count of zero
+    env = {**os.environ, "SQLITE_PATH": str(tmp_path / "queue.db")}
+
+    # When `queuekit bench` is asked to use it
+    done = subprocess.run(
+        [QUEUEKIT, "bench", "--backend", "sqlite", "--count", "0"],
+        env=env,
+        capture_output=True,
+        timeout=50,
+        check=False,
+    )
+
+    # Then it exits non-zero with a clear message and no traceback
+    assert done.returncode == 1
+    assert b"count must be an integer >= 1" in done.stderr
+    assert b"Traceback" not in done.stderr
