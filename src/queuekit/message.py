@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 import uuid
@@ -17,7 +18,8 @@ MAX_PRIORITY = 9
 DEFAULT_GROUP = "default"
 DLQ_SUFFIX = ".dlq"
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Used with fullmatch: "$" alone would accept a trailing newline.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 MAX_TOPIC_LENGTH = 120
 MAX_GROUP_LENGTH = 100
 
@@ -28,6 +30,7 @@ DLQ_GROUP = "x-dlq-group"
 DLQ_ATTEMPTS = "x-dlq-attempts"
 DLQ_AT = "x-dlq-at"
 DLQ_TOPIC = "x-dlq-topic"
+RESERVED_HEADER_PREFIX = "x-dlq-"
 
 
 def new_message_id() -> str:
@@ -46,7 +49,7 @@ def validate_topic(topic: str) -> str:
         raise InvalidTopic("topic must be a non-empty string")
     if len(topic) > MAX_TOPIC_LENGTH:
         raise InvalidTopic(f"topic is longer than {MAX_TOPIC_LENGTH} characters")
-    if not _NAME_RE.match(topic):
+    if not _NAME_RE.fullmatch(topic):
         raise InvalidTopic(
             f"invalid topic {topic!r}: use letters, digits, '.', '_' and '-', "
             "starting with a letter or digit"
@@ -60,7 +63,7 @@ def validate_group(group: str) -> str:
     """Return ``group`` if it is a valid consumer-group name, else raise :class:`InvalidTopic`."""
     if not isinstance(group, str) or not group or len(group) > MAX_GROUP_LENGTH:
         raise InvalidTopic(f"group must be 1-{MAX_GROUP_LENGTH} characters")
-    if not _NAME_RE.match(group):
+    if not _NAME_RE.fullmatch(group):
         raise InvalidTopic(
             f"invalid group {group!r}: use letters, digits, '.', '_' and '-', "
             "starting with a letter or digit"
@@ -114,17 +117,33 @@ class Message:
     ) -> Message:
         """Validate and build a message whose payload is ``payload`` encoded as JSON.
 
-        ``delay`` (seconds from now) sets ``not_before``.
+        ``delay`` (seconds from now, finite and >= 0) sets ``not_before``. ``key`` and
+        ``message_id`` are strings; header names starting with ``x-dlq-`` are reserved for
+        dead-lettering.
 
         Raises:
             InvalidTopic: bad topic name.
-            InvalidMessage: bad priority, delay, headers or a non-JSON payload.
+            InvalidMessage: bad priority, delay, key, id, headers or a non-JSON payload.
         """
         validate_topic(topic)
         check_priority(priority)
-        if delay is not None and (delay < 0 or delay != delay):
-            raise InvalidMessage("delay must be a non-negative number of seconds")
+        if delay is not None and (
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or not math.isfinite(delay)
+            or delay < 0
+        ):
+            raise InvalidMessage("delay must be a finite, non-negative number of seconds")
+        if key is not None and not isinstance(key, str):
+            raise InvalidMessage("key must be a string")
+        if message_id is not None and (not isinstance(message_id, str) or not message_id):
+            raise InvalidMessage("message_id must be a non-empty string")
         clean_headers = check_headers(headers or {})
+        for name in clean_headers:
+            if name.lower().startswith(RESERVED_HEADER_PREFIX):
+                raise InvalidMessage(
+                    f"header {name!r}: names starting with {RESERVED_HEADER_PREFIX!r} are reserved"
+                )
         now = time.time()
         return cls(
             topic=topic,
@@ -201,13 +220,22 @@ def parse_dead_letter(message: Message) -> DeadLetter:
     """Rebuild a :class:`DeadLetter` from a message carrying ``x-dlq-*`` headers.
 
     The returned ``message`` has the original headers (without ``x-dlq-*``) and topic.
+    Missing or malformed counts (a dead letter written by another client) read as 0.
     """
     headers = dict(message.headers)
     reason = headers.pop(DLQ_REASON, "unknown")
     error = headers.pop(DLQ_ERROR, None)
     group = headers.pop(DLQ_GROUP, DEFAULT_GROUP)
-    attempts = int(headers.pop(DLQ_ATTEMPTS, "0") or 0)
-    at = float(headers.pop(DLQ_AT, "0") or 0)
+    attempts = int(_number(headers.pop(DLQ_ATTEMPTS, "0")))
+    at = _number(headers.pop(DLQ_AT, "0"))
     topic = headers.pop(DLQ_TOPIC, message.topic.removesuffix(DLQ_SUFFIX))
     original = replace(message, topic=topic, headers=headers, attempt=1)
     return DeadLetter(original, reason, error, group, attempts, at)
+
+
+def _number(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        return 0.0
+    return value if math.isfinite(value) else 0.0
