@@ -6,6 +6,8 @@ import time. Every variable has a default that runs the product locally on embed
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -57,12 +59,19 @@ class Settings:
             "worker_concurrency",
         )
         for name in positives:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name.upper()} must be positive")
-        if self.shutdown_grace_seconds < 0:
-            raise ConfigError("SHUTDOWN_GRACE_SECONDS must not be negative")
+            # "not > 0" and isfinite: NaN compares false to everything and would slip through.
+            value = getattr(self, name)
+            if not value > 0 or not math.isfinite(value):
+                raise ConfigError(f"{name.upper()} must be a positive number, not {value!r}")
+        grace = self.shutdown_grace_seconds
+        if not grace >= 0 or not math.isfinite(grace):
+            raise ConfigError(f"SHUTDOWN_GRACE_SECONDS must be a finite number >= 0, not {grace!r}")
         if self.log_format not in ("json", "text"):
             raise ConfigError("LOG_FORMAT must be 'json' or 'text'")
+        if self.log_level.upper() not in logging.getLevelNamesMapping():
+            raise ConfigError(
+                f"LOG_LEVEL={self.log_level!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
