@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv and install queuekit with its dev dependencies.
 
 run: $(STAMP) ## API + worker + dashboard on embedded SQLite, on http://127.0.0.1:8080.
-	$(BIN)/queuekit run
+	LOG_FORMAT=$${LOG_FORMAT:-text} $(BIN)/queuekit run
 
 test: $(STAMP) lint brokers ## Lint, start the real brokers, run every test.
 	$(BIN)/pytest
