@@ -17,14 +17,21 @@ T = TypeVar("T")
 class GroupCommitter(Generic[T]):
     """Funnel concurrent ``submit`` calls into batched calls of ``flush``.
 
-    ``flush(items)`` is called with at most ``max_batch`` items, never concurrently with
-    itself. ``submit`` returns when the batch holding its items was flushed, and raises the
-    exception ``flush`` raised for that batch.
+    ``flush(items)`` is called never concurrently with itself, with whole submits in
+    submission order and at most ``max_batch`` items; the one exception is a single submit
+    larger than ``max_batch``, which is flushed alone and never split (its caller gets one
+    outcome). ``submit`` returns when the batch holding its items was flushed, and raises
+    the exception ``flush`` raised for that batch.
+
+    Raises:
+        ValueError: ``max_batch`` is not a positive integer.
     """
 
     def __init__(
         self, flush: Callable[[Sequence[T]], Awaitable[None]], *, max_batch: int = 1000
     ) -> None:
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be a positive integer, not {max_batch!r}")
         self._flush = flush
         self._max_batch = max_batch
         self._pending: list[tuple[Sequence[T], asyncio.Future[None]]] = []
