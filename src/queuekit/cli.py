@@ -1,13 +1,20 @@
 """The ``queuekit`` command: parse arguments, build settings, make one library call.
 
 Every error a user can cause (bad arguments, bad JSON, a broker that is down) ends in one
-clear line on stderr and a non-zero exit code, never a traceback.
+clear ``error: ...`` line on stderr and a non-zero exit code, never a traceback: 1 when a
+command failed, 2 when the command line itself is malformed (click's convention for usage
+errors: an unknown option, a non-integer ``--priority``...).
+
+One-shot commands (``send``, ``stats``, ``dlq``) report a failure with that one line; the log
+records of broker client libraries (a reconnecting client's chatter) are shown only with
+``LOG_LEVEL=DEBUG``. ``--json`` output is plain JSON on stdout, for scripts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,6 +35,7 @@ from queuekit.worker import App
 
 T = TypeVar("T")
 EXIT_ERROR = 1
+EXIT_USAGE = 2
 
 cli = typer.Typer(
     name="queuekit",
@@ -49,23 +57,58 @@ QueueType = Annotated[
 
 def main() -> None:
     """Console-script entry point."""
-    cli()
+    try:
+        code = cli(standalone_mode=False)
+    except typer.TyperException as exc:  # usage errors: bad option values, unknown commands
+        message = exc.format_message()
+        if not message.strip():  # a bare group command: its help is already printed
+            sys.exit(EXIT_USAGE)
+        context = getattr(exc, "ctx", None)
+        if context is not None:
+            message = f"{message} (see '{context.command_path} --help')"
+        print_error(message)
+        sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
+    except typer.Abort:  # a confirmation prompt refused, or no answer on stdin
+        print_error("aborted, nothing was changed (--yes skips a confirmation)")
+        sys.exit(EXIT_ERROR)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def print_error(message: str) -> None:
+    """Print ``error: message`` as one line on stderr (never wrapped to the terminal width)."""
+    flat = " ".join(message.split())
+    err.print(f"[bold red]error:[/] {flat}", highlight=False, markup=True, soft_wrap=True)
 
 
 def fail(message: str) -> typer.Exit:
     """Print one error line and return the exit to raise."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    print_error(message)
     return typer.Exit(EXIT_ERROR)
 
 
-def settings_from_env(**overrides: Any) -> Settings:
-    """Settings from the environment plus command-line overrides, or exit with one line."""
+def settings_from_env(*, one_shot: bool = False, **overrides: Any) -> Settings:
+    """Settings from the environment plus command-line overrides, or exit with one line.
+
+    ``one_shot`` commands show only queuekit's own log records unless ``LOG_LEVEL=DEBUG``.
+    """
     try:
         settings = Settings.from_env(**overrides)
     except ConfigError as exc:
         raise fail(str(exc)) from None
     configure_logging(settings.log_level, settings.log_format)
+    if one_shot and settings.log_level.upper() != "DEBUG":
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_queuekit_records_only)
     return settings
+
+
+def _queuekit_records_only(record: logging.LogRecord) -> bool:
+    return record.name == "queuekit" or record.name.startswith("queuekit.")
+
+
+def print_json(value: Any) -> None:
+    """Write ``value`` as indented JSON on stdout, untouched by the terminal renderer."""
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
 def load_app(spec: str) -> App:
@@ -79,6 +122,8 @@ def load_app(spec: str) -> App:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise fail(f"cannot import {module_name!r}: {exc}") from None
+    except Exception as exc:  # the module itself failed while importing
+        raise fail(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from None
     app = getattr(module, attribute, None)
     if not isinstance(app, App):
         raise fail(f"{spec!r} is not a queuekit App")
@@ -175,7 +220,7 @@ def send(
     queue_type: QueueType = None,
 ) -> None:
     """Publish one message and print its id."""
-    settings = settings_from_env(queue_type=queue_type)
+    settings = settings_from_env(one_shot=True, queue_type=queue_type)
     try:
         value = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
@@ -209,7 +254,7 @@ def stats(
     queue_type: QueueType = None,
 ) -> None:
     """Show depth, in-flight, delayed and dead-letter counts per topic and group."""
-    settings = settings_from_env(queue_type=queue_type)
+    settings = settings_from_env(one_shot=True, queue_type=queue_type)
 
     async def collect(admin: Admin) -> list[Any]:
         topics = [topic] if topic else await admin.list_topics()
@@ -235,7 +280,7 @@ def stats(
             }
             for s in all_stats
         ]
-        out.print_json(orjson.dumps(rows).decode())
+        print_json(rows)
         return
     table = Table("topic", "group", "depth", "in flight", "delayed", "lag", "dead letters")
     for s in all_stats:
@@ -263,7 +308,7 @@ def dlq_list(
     queue_type: QueueType = None,
 ) -> None:
     """List dead letters of TOPIC, oldest first."""
-    settings = settings_from_env(queue_type=queue_type)
+    settings = settings_from_env(one_shot=True, queue_type=queue_type)
     letters = run_async(lambda: with_admin(settings, lambda a: a.dead_letters(topic, limit)))
     if as_json:
         rows = [
@@ -277,7 +322,7 @@ def dlq_list(
             }
             for d in letters
         ]
-        out.print_json(orjson.dumps(rows).decode())
+        print_json(rows)
         return
     table = Table("id", "group", "attempts", "reason", "error", "payload")
     for d in letters:
@@ -302,7 +347,7 @@ def dlq_replay(
     queue_type: QueueType = None,
 ) -> None:
     """Send dead letters back to the group that failed them."""
-    settings = settings_from_env(queue_type=queue_type)
+    settings = settings_from_env(one_shot=True, queue_type=queue_type)
     count = run_async(
         lambda: with_admin(settings, lambda a: a.replay_dead_letters(topic, ids or None))
     )
@@ -316,9 +361,9 @@ def dlq_purge(
     queue_type: QueueType = None,
 ) -> None:
     """Delete every dead letter of TOPIC."""
-    settings = settings_from_env(queue_type=queue_type)
+    settings = settings_from_env(one_shot=True, queue_type=queue_type)
     if not yes and not typer.confirm(f"Delete every dead letter of {topic}?"):
-        raise typer.Exit(EXIT_ERROR)
+        raise fail("not confirmed, nothing was purged (--yes skips the question)")
     count = run_async(lambda: with_admin(settings, lambda a: a.purge_dead_letters(topic)))
     out.print(f"purged {count} dead letter(s) of {topic}")
 
