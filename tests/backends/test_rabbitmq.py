@@ -28,7 +28,7 @@ from queuekit.backends.rabbitmq import RabbitMQBroker
 from queuekit.backends.rabbitmq.management import management_url_for, vhost_of
 from queuekit.backends.rabbitmq.names import MAX_DELAY_MS, MIN_DELAY_MS, delay_tier_ms
 from queuekit.broker import Subscription
-from queuekit.errors import BrokerUnavailable, ConnectionLost
+from queuekit.errors import BrokerError, BrokerUnavailable, ConnectionLost, PublishError
 from queuekit.message import Message
 from queuekit.settings import Settings
 
@@ -277,6 +277,29 @@ async def test_a_topic_whose_queues_were_deleted_gets_its_default_group_back(
 
     # Then it was not routed into the void: the default group has it
     assert (await next_message(await broker.subscribe(topic))).id == sent.id
+
+
+async def test_a_queue_declared_elsewhere_with_other_arguments_is_a_clear_error(
+    broker: RabbitMQBroker, raw: aio_pika.abc.AbstractChannel
+) -> None:
+    # Given a group queue that another client declared without priorities
+    topic = unique_topic()
+    await raw.declare_queue(f"{topic}:default", durable=True)
+    try:
+        # When queuekit subscribes or publishes, Then it says what RabbitMQ refused
+        with pytest.raises(BrokerError, match="inequivalent arg 'x-max-priority'") as refused:
+            await broker.subscribe(topic)
+        assert not isinstance(refused.value, BrokerUnavailable)
+        with pytest.raises(PublishError, match="inequivalent arg 'x-max-priority'"):
+            await broker.publish([Message.build(topic, "x")])
+        # And the broker still works for other topics
+        other = unique_topic()
+        sub = await broker.subscribe(other)
+        [sent] = [Message.build(other, "fine")]
+        await broker.publish([sent])
+        assert (await next_message(sub)).id == sent.id
+    finally:
+        await raw.queue_delete(f"{topic}:default")
 
 
 async def test_an_unreachable_server_is_unavailable() -> None:

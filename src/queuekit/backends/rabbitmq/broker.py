@@ -7,6 +7,7 @@ See ``docs/backends/rabbitmq.md`` for how each feature maps onto RabbitMQ.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Awaitable, Sequence
@@ -17,6 +18,7 @@ import aiormq
 
 from queuekit.backends.rabbitmq import names, wire
 from queuekit.backends.rabbitmq.admin import RabbitMQAdminOps
+from queuekit.backends.rabbitmq.failures import CLIENT_ERRORS, broker_error
 from queuekit.backends.rabbitmq.management import ManagementAPI, management_url_for, vhost_of
 from queuekit.backends.rabbitmq.publisher import ConfirmPublisher, Outgoing
 from queuekit.backends.rabbitmq.subscription import RabbitMQSubscription
@@ -34,14 +36,6 @@ from queuekit.message import (
 
 T = TypeVar("T")
 _MAX_CACHED_TOPICS = 10_000
-
-_CLIENT_ERRORS = (
-    aiormq.exceptions.AMQPError,
-    aiormq.exceptions.ChannelInvalidStateError,
-    ConnectionError,
-    OSError,
-    asyncio.TimeoutError,
-)
 
 
 class RabbitMQBroker(Broker, Admin):
@@ -111,14 +105,14 @@ class RabbitMQBroker(Broker, Admin):
             connection = await aio_pika.connect_robust(
                 self.url, reconnect_interval=self._reconnect_interval, timeout=10
             )
-        except _CLIENT_ERRORS as exc:
+        except CLIENT_ERRORS as exc:
             raise BrokerUnavailable(
                 f"cannot connect to RabbitMQ at {self._safe_url}: {exc!r}"
             ) from exc
         try:
             self._publish_channel = await connection.channel(publisher_confirms=True)
             self._declare_channel = await connection.channel(publisher_confirms=False)
-        except _CLIENT_ERRORS as exc:
+        except CLIENT_ERRORS as exc:
             await connection.close()
             raise BrokerUnavailable(f"cannot open a RabbitMQ channel: {exc!r}") from exc
         self._connection = connection
@@ -156,7 +150,7 @@ class RabbitMQBroker(Broker, Admin):
         try:
             channel = await asyncio.wait_for(self._declarations_channel(), 5)
             await channel.exchange_declare("amq.fanout", passive=True, timeout=5)
-        except _CLIENT_ERRORS as exc:
+        except CLIENT_ERRORS as exc:
             raise BrokerUnavailable(f"RabbitMQ does not answer: {exc!r}") from exc
 
     @property
@@ -205,17 +199,20 @@ class RabbitMQBroker(Broker, Admin):
             or not 1 <= prefetch <= 65535
         ):
             raise ValueError("prefetch must be an integer from 1 to 65535")
+        queue = names.group_queue(topic, group)
+        assert self._topology is not None
+        channel: aio_pika.abc.AbstractRobustChannel | None = None
         try:
-            assert self._topology is not None
             await self._topology.ensure(Route(topic, group))
             channel = await connection.channel(publisher_confirms=False)
             await channel.set_qos(prefetch_count=prefetch)
             subscription = RabbitMQSubscription(self, topic, group, channel)
             await subscription.start()
-        except _CLIENT_ERRORS as exc:
-            raise BrokerUnavailable(
-                f"cannot subscribe to {names.group_queue(topic, group)}: {exc!r}"
-            ) from exc
+        except CLIENT_ERRORS as exc:
+            if channel is not None and not channel.is_closed:
+                with contextlib.suppress(*CLIENT_ERRORS):
+                    await channel.close()
+            raise broker_error(exc, f"a consumer of {queue}") from exc
         self._subscriptions.add(subscription)
         return subscription
 
@@ -258,8 +255,8 @@ class RabbitMQBroker(Broker, Admin):
     async def _guard(self, operation: Awaitable[T]) -> T:
         try:
             return await operation
-        except _CLIENT_ERRORS as exc:
-            raise BrokerUnavailable(f"RabbitMQ failed: {exc!r}") from exc
+        except CLIENT_ERRORS as exc:
+            raise broker_error(exc, "an admin operation") from exc
 
     async def _declarations_channel(self) -> aiormq.abc.AbstractChannel:
         assert self._declare_channel is not None

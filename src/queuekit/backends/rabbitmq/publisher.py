@@ -20,27 +20,13 @@ import aiormq
 from aiormq import spec
 from aiormq.abc import DeliveredMessage
 
+from queuekit.backends.rabbitmq.failures import is_connection_failure
 from queuekit.backends.rabbitmq.topology import Route, Topology
 from queuekit.batching import GroupCommitter
 from queuekit.errors import ConnectionLost, PublishError
 
 ChannelSource = Callable[[], Awaitable[aiormq.abc.AbstractChannel]]
 """Returns the confirm channel once it is usable (waiting for a reconnection if need be)."""
-
-_CONNECTION_ERRORS = (
-    aiormq.exceptions.AMQPConnectionError,
-    aiormq.exceptions.ChannelInvalidStateError,
-    ConnectionError,
-)
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    """Whether ``exc`` means the connection (or its channel) went away, not a refusal.
-
-    A bare ChannelClosed comes from a channel closed with its connection; its subclasses
-    (access refused, precondition failed...) are real refusals and are not retried.
-    """
-    return isinstance(exc, _CONNECTION_ERRORS) or type(exc) is aiormq.exceptions.ChannelClosed
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +92,12 @@ class ConfirmPublisher:
                         f"{returned[0].route.routing_key or returned[0].route.exchange!r}"
                     )
                 rerouted = True
-                await self._reroute(returned)
+                try:
+                    await self._reroute(returned)
+                except Exception as exc:
+                    if not is_connection_failure(exc):
+                        raise PublishError(f"RabbitMQ refused a declaration: {exc}") from exc
+                    last_error = exc
             if retry and error is not None:
                 await asyncio.sleep(0.1)  # the connection is down: let it come back
             pending = retry + returned
@@ -120,9 +111,9 @@ class ConfirmPublisher:
                 await self._topology.ensure(route)
             channel = await self._channel()
         except Exception as exc:
-            if _is_connection_error(exc):
+            if is_connection_failure(exc):
                 return list(pending), [], exc
-            raise PublishError(f"RabbitMQ refused a declaration: {exc!r}") from exc
+            raise PublishError(f"RabbitMQ refused a declaration: {exc}") from exc
         results = await asyncio.gather(
             *(self._send(channel, item) for item in pending), return_exceptions=True
         )
@@ -140,7 +131,7 @@ class ConfirmPublisher:
                 # an exchange or queue was deleted under us: declare it again
                 self._topology.forget(item.route)
                 retry.append(item)
-            elif isinstance(result, BaseException) and _is_connection_error(result):
+            elif isinstance(result, BaseException) and is_connection_failure(result):
                 error = result
                 retry.append(item)
             elif isinstance(result, BaseException):
