@@ -302,6 +302,27 @@ async def test_a_queue_declared_elsewhere_with_other_arguments_is_a_clear_error(
         await raw.queue_delete(f"{topic}:default")
 
 
+async def test_a_consumer_whose_queue_was_deleted_consumes_again(
+    broker: RabbitMQBroker, raw: aio_pika.abc.AbstractChannel
+) -> None:
+    # Given a consumer, whose group's queue an operator deletes
+    topic = unique_topic()
+    sub = await broker.subscribe(topic, "billing")
+    await raw.queue_delete(f"{topic}:billing")
+
+    # When messages are published afterwards
+    async def queue_is_back() -> bool:
+        stats = await broker.topic_stats(topic)
+        return [(g.group, g.consumers) for g in stats.groups] == [("billing", 1)]
+
+    await until(queue_is_back)
+    [sent] = [Message.build(topic, "after")]
+    await broker.publish([sent])
+
+    # Then the consumer has its queue back and gets them
+    assert (await next_message(sub)).id == sent.id
+
+
 async def test_an_unreachable_server_is_unavailable() -> None:
     # Given a URL where nothing listens, When connecting, Then BrokerUnavailable says where
     broker = RabbitMQBroker("amqp://guest:guest@127.0.0.1:1/")

@@ -160,6 +160,13 @@ class RabbitMQBroker(Broker, Admin):
         assert self._publisher is not None
         return self._publisher
 
+    @property
+    def topology(self) -> Topology:
+        """What this client declared (raises BrokerUnavailable when not connected)."""
+        self._connected()
+        assert self._topology is not None
+        return self._topology
+
     def forget_subscription(self, subscription: RabbitMQSubscription) -> None:
         """A subscription was closed."""
         self._subscriptions.discard(subscription)

@@ -31,6 +31,7 @@ import aiormq
 from aiormq.abc import DeliveredMessage
 
 from queuekit.backends.rabbitmq import names, wire
+from queuekit.backends.rabbitmq.failures import CLIENT_ERRORS
 from queuekit.backends.rabbitmq.publisher import Outgoing
 from queuekit.backends.rabbitmq.topology import Route
 from queuekit.broker import Delivery, Subscription
@@ -154,9 +155,26 @@ class RabbitMQSubscription(Subscription):
 
     async def _consume(self) -> None:
         channel = await self._channel.get_underlay_channel()
+        channel.on_consumer_cancel_callbacks.add(self._on_cancelled)
         ok = await channel.basic_consume(self._queue_name, self._on_message, no_ack=False)
         self._consumer_channel = channel
         self._consumer_tag = ok.consumer_tag
+
+    def _on_cancelled(self, frame: aiormq.spec.Basic.Cancel) -> None:
+        """RabbitMQ cancelled the consumer (its queue was deleted): declare it, consume again."""
+        if frame.consumer_tag == self._consumer_tag and not self._closed:
+            self._spawn(self._consume_again())
+
+    async def _consume_again(self) -> None:
+        route = Route(self.topic, self.group)
+        try:
+            self._broker.topology.forget(route)
+            await self._broker.topology.ensure(route)
+            await self._consume()
+        except CLIENT_ERRORS:
+            log.exception(
+                "could not consume %s again after RabbitMQ cancelled it", self._queue_name
+            )
 
     async def _on_message(self, delivered: DeliveredMessage) -> None:
         if self._closed:
