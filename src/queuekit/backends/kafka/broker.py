@@ -19,7 +19,7 @@ from queuekit.backends.kafka.naming import (
     retry_topic,
     topic_family,
 )
-from queuekit.backends.kafka.producer import AsyncProducer
+from queuekit.backends.kafka.producer import CLIENT_LOG, AsyncProducer
 from queuekit.backends.kafka.records import OutRecord, to_record
 from queuekit.backends.kafka.subscription import KafkaSubscription
 from queuekit.broker import Admin, Broker, Features, TopicStats
@@ -94,6 +94,7 @@ class KafkaBroker(Broker, Admin):
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": self.client_id,
             "reconnect.backoff.max.ms": 1000,
+            "logger": CLIENT_LOG,
         }
 
     def consumer_config(self, topic: str, group: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ several batches can be in flight at once. A dedicated thread serves the delivery
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +20,9 @@ from confluent_kafka import KafkaException, Producer
 from queuekit.backends.kafka.errors import to_publish_error
 from queuekit.backends.kafka.records import OutRecord
 from queuekit.errors import BrokerUnavailable
+
+CLIENT_LOG = logging.getLogger("queuekit.backends.kafka.librdkafka")
+"""Where librdkafka's own log lines go (instead of stderr)."""
 
 _POLL_SECONDS = 0.2
 MAX_RECORD_BYTES = 16 * 1024 * 1024  # also each topic's max.message.bytes
@@ -68,6 +72,7 @@ class AsyncProducer:
             "sticky.partitioning.linger.ms": 0,
             "message.max.bytes": MAX_RECORD_BYTES,
             "reconnect.backoff.max.ms": 1000,
+            "logger": CLIENT_LOG,
         }
         self._timeout = timeout
         self._producer: Any = None

@@ -1,0 +1,380 @@
+"""Kafka-specific behaviour (the shared contract is in tests/conformance/test_kafka.py).
+
+Needs a real Kafka: ``scripts/brokers start kafka``. Every test uses its own topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import ConsumerGroupTopicPartitions, Producer
+from confluent_kafka.admin import AdminClient
+
+from brokers import require_broker
+from queuekit.backends import create_broker
+from queuekit.backends.kafka import KafkaBroker
+from queuekit.backends.kafka.delivery import KafkaDelivery
+from queuekit.backends.kafka.naming import base_topics, group_id, retry_topic
+from queuekit.backends.kafka.offsets import OffsetLedger
+from queuekit.broker import Delivery
+from queuekit.message import Message
+from queuekit.settings import Settings
+from queuekit.testing.conformance import (
+    assert_no_delivery,
+    collect,
+    eventually,
+    next_delivery,
+    publish_json,
+    unique_topic,
+)
+
+HOST, PORT = "127.0.0.1", 9092
+BOOTSTRAP = f"{HOST}:{PORT}"
+ROOT = Path(__file__).resolve().parents[2]
+BROKERS_SCRIPT = os.environ.get("QUEUEKIT_BROKERS_SCRIPT", str(ROOT / "scripts" / "brokers"))
+
+
+@pytest.fixture
+async def kafka() -> AsyncIterator[Callable[..., KafkaBroker]]:
+    """A factory of connected brokers on the local Kafka, all closed at teardown."""
+    require_broker("kafka", HOST, PORT)
+    made: list[KafkaBroker] = []
+
+    async def make(**options: object) -> KafkaBroker:
+        broker = KafkaBroker(BOOTSTRAP, **options)  # type: ignore[arg-type]
+        await broker.connect()
+        made.append(broker)
+        return broker
+
+    yield make  # type: ignore[misc]
+    for broker in reversed(made):
+        await broker.close()
+
+
+def committed_offsets(topic: str, group: str) -> dict[tuple[str, int], int]:
+    """What Kafka holds as committed for queuekit group ``group`` of ``topic``."""
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    request = [ConsumerGroupTopicPartitions(group_id(topic, group))]
+    [future] = admin.list_consumer_group_offsets(request).values()
+    return {
+        (tp.topic, tp.partition): tp.offset
+        for tp in future.result(timeout=10).topic_partitions
+        if tp.offset >= 0
+    }
+
+
+# ---------------------------------------------------------------- no broker needed
+
+
+def test_queuekit_topics_are_listed_without_their_lanes_delay_retry_and_dlq_topics() -> None:
+    # Given the Kafka topics of two queuekit topics, a plain topic and Kafka's own
+    kafka_topics = [
+        "orders",
+        "orders.prio9",
+        "orders.delayed",
+        "orders.billing.retry",
+        "orders.dlq",
+        "emails",
+        "emails.prio1",
+        "plain",
+        "__consumer_offsets",
+    ]
+
+    # When the queuekit topics are picked out, Then only the base names remain, sorted
+    assert base_topics(kafka_topics) == ["emails", "orders", "plain"]
+
+
+def test_the_ledger_commits_only_the_contiguous_handled_prefix() -> None:
+    # Given offsets 10-13 fetched from one partition
+    ledger = OffsetLedger()
+    for offset in (10, 11, 12, 13):
+        assert ledger.fetched(offset)
+
+    # When 11 and 12 are settled before 10
+    ledger.settled(11)
+    ledger.settled(12)
+
+    # Then the position stays at 10; settling 10 moves it past 12, and 13 past the end
+    assert ledger.position == 10
+    ledger.settled(10)
+    assert ledger.position == 13
+    ledger.settled(13)
+    assert (ledger.position, ledger.unsettled) == (14, 0)
+    # And a record fetched again (a refetch after a pause) is ignored
+    assert not ledger.fetched(12)
+
+
+def test_settings_build_a_kafka_broker() -> None:
+    # Given Kafka settings, When the registry builds the broker, Then they are applied
+    settings = Settings(
+        queue_type="kafka", kafka_bootstrap_servers="k1:9092,k2:9092", kafka_partitions=6
+    )
+    broker = create_broker(settings)
+    assert isinstance(broker, KafkaBroker)
+    assert (broker.bootstrap_servers, broker.partitions) == ("k1:9092,k2:9092", 6)
+
+
+def test_visibility_timeout_maps_onto_the_group_session() -> None:
+    # Given a short and a long visibility timeout
+    short = KafkaBroker(visibility_timeout=1.0).consumer_config("t", "g")
+    long = KafkaBroker(visibility_timeout=45.0).consumer_config("t", "g")
+
+    # Then sessions never go below Kafka's 6 s minimum, and otherwise follow the timeout
+    assert short["session.timeout.ms"] == 6000
+    assert long["session.timeout.ms"] == 45000
+    assert long["heartbeat.interval.ms"] < long["session.timeout.ms"] / 3
+    assert (short["enable.auto.commit"], short["group.id"]) == (False, "t:g")
+
+
+# ---------------------------------------------------------------- against Kafka
+
+
+async def test_a_plain_json_record_from_any_producer_is_a_message(
+    kafka: Callable[..., KafkaBroker],
+) -> None:
+    # Given a consumer, and a plain producer writing JSON without any queuekit header
+    broker = await kafka()
+    topic = unique_topic("kafka-plain")
+    sub = await broker.subscribe(topic)
+    producer = Producer({"bootstrap.servers": BOOTSTRAP})
+    producer.produce(topic, orjson.dumps({"from": "kcat"}), key=b"k-1")
+    assert producer.flush(10) == 0
+
+    # When it is consumed and nacked once
+    first = await next_delivery(sub)
+    await first.nack()
+    second = await next_delivery(sub)
+    await second.ack()
+
+    # Then it is a first delivery of priority 0 with a stable id, and the retry keeps the id
+    assert first.message.json() == {"from": "kcat"}
+    assert (first.attempt, first.message.priority, first.message.key) == (1, 0, "k-1")
+    assert len(first.message.id) == 32
+    assert (second.message.id, second.attempt) == (first.message.id, 2)
+
+
+async def test_messages_with_one_key_are_delivered_in_publish_order(
+    kafka: Callable[..., KafkaBroker],
+) -> None:
+    # Given 40 messages over two keys, published in four concurrent batches
+    broker = await kafka()
+    topic = unique_topic("kafka-order")
+    sub = await broker.subscribe(topic, prefetch=40)
+    batches = [
+        [Message.build(topic, [batch, n], key=f"key-{n % 2}") for n in range(10)]
+        for batch in range(4)
+    ]
+    for batch in batches:
+        await broker.publish(batch)
+
+    # When they are consumed
+    deliveries = await collect(sub, 40)
+    for delivery in deliveries:
+        await delivery.ack()
+
+    # Then each key's messages come in the order they were published
+    published = [m.id for batch in batches for m in batch]
+    for key in ("key-0", "key-1"):
+        got = [d.message.id for d in deliveries if d.message.key == key]
+        assert got == [i for i in published if i in set(got)]
+
+
+async def test_a_retried_message_does_not_block_the_messages_behind_it(
+    kafka: Callable[..., KafkaBroker],
+) -> None:
+    # Given five messages of one key (one partition) and two groups
+    broker = await kafka()
+    topic = unique_topic("kafka-poison")
+    failing = await broker.subscribe(topic, "failing", prefetch=1)
+    healthy = await broker.subscribe(topic, "healthy", prefetch=5)
+    sent = await publish_json(broker, topic, range(5), key="same-partition")
+
+    # When the failing group nacks the first one for a minute, handling one at a time
+    poison = await next_delivery(failing)
+    assert poison.message.id == sent[0].id
+    await poison.nack(60)
+    behind = []
+    for _ in range(4):
+        delivery = await next_delivery(failing)
+        behind.append(delivery.message.id)
+        await delivery.ack()
+
+    # Then the four behind it are handled meanwhile, the retry waits in the group's retry
+    # topic, and the other group got every message once, without the retry
+    assert behind == [m.id for m in sent[1:]]
+    await assert_no_delivery(failing, within=0.5)
+    stats = await eventually(
+        lambda: broker.topic_stats(topic),
+        lambda s: {g.group: (g.depth, g.delayed) for g in s.groups}.get("failing") == (0, 1),
+    )
+    assert retry_topic(topic, "failing") == f"{topic}.failing.retry"
+    healthy_ids = [d.message.id for d in await collect(healthy, 5)]
+    assert sorted(healthy_ids) == sorted(m.id for m in sent)
+    await assert_no_delivery(healthy, within=0.3)
+    assert stats.dead_letters == 0
+
+
+async def test_offsets_are_committed_only_up_to_the_first_unhandled_message(
+    kafka: Callable[..., KafkaBroker],
+) -> None:
+    # Given three messages of one partition, all in flight at once
+    broker = await kafka()
+    topic = unique_topic("kafka-prefix")
+    await publish_json(broker, topic, ["a", "b", "c"], key="one-partition")
+    sub = await broker.subscribe(topic, "workers", prefetch=3)
+    first, second, third = await collect(sub, 3)
+    assert isinstance(first, KafkaDelivery)
+    partition = (first.fetched.part.topic, first.fetched.part.partition)
+    start = first.fetched.offset
+
+    # When the second and third are acked before the first
+    await second.ack()
+    await third.ack()
+
+    # Then the commit stops at the first; once it is acked, it moves past all three
+    def committed() -> int | None:
+        return committed_offsets(topic, "workers").get(partition)
+
+    await eventually(lambda: asyncio.to_thread(committed), lambda o: o == start)
+    await first.ack()
+    await eventually(lambda: asyncio.to_thread(committed), lambda o: o == start + 3)
+
+
+async def test_a_delayed_message_waits_in_kafka_not_in_a_consumer(
+    kafka: Callable[..., KafkaBroker],
+) -> None:
+    # Given a message delayed by 2 s, fetched by a consumer that then goes away
+    producer = await kafka()
+    topic = unique_topic("kafka-delay")
+    gone = await producer.subscribe(topic)
+    published_at = time.time()
+    [sent] = await publish_json(producer, topic, ["later"], delay=2.0)
+    await assert_no_delivery(gone, within=0.5)
+    await gone.close()
+
+    # When a consumer on a new connection subscribes
+    sub = await (await kafka()).subscribe(topic)
+
+    # Then it gets the message, not before its time
+    delivery = await next_delivery(sub)
+    await delivery.ack()
+    assert delivery.message.id == sent.id
+    assert time.time() >= published_at + 2.0 - 0.05
+
+
+CHILD = """
+import asyncio, sys
+from queuekit.backends.kafka import KafkaBroker
+
+async def main(topic: str, out_path: str) -> None:
+    async with KafkaBroker(sys.argv[3], visibility_timeout=6.0) as broker:
+        sub = await broker.subscribe(topic, "workers", prefetch=4)
+        with open(out_path, "a", buffering=1) as out:
+            print("ready", flush=True)
+            async for delivery in sub:
+                await asyncio.sleep(0.02)  # the handler's work
+                out.write(delivery.message.id + "\\n")
+                await delivery.ack()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+def _handled(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+async def _wait_for(check: Callable[[], bool], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within} s: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_a_killed_consumer_process_leaves_its_messages_to_the_group(
+    kafka: Callable[..., KafkaBroker], tmp_path: Path
+) -> None:
+    # Given two consumer processes of one group
+    broker = await kafka()
+    topic = unique_topic("kafka-kill")
+    await broker.publish([Message.build(topic, "warm-up")])  # creates the topics
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    outputs = [tmp_path / "victim.txt", tmp_path / "survivor.txt"]
+    children = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CHILD, topic, str(out), BOOTSTRAP,
+            stdout=asyncio.subprocess.PIPE, env=env,
+        )
+        for out in outputs
+    ]  # fmt: skip
+    try:
+        for child in children:
+            assert child.stdout is not None
+            async with asyncio.timeout(30):
+                assert (await child.stdout.readline()).strip() == b"ready"
+
+        # When 200 messages are published and one process is killed (SIGKILL) mid-run
+        sent = await publish_json(broker, topic, range(200))
+        victim = children[0]
+        await _wait_for(lambda: len(_handled(outputs[0])) >= 10, 30, "the victim handles some")
+        victim.send_signal(signal.SIGKILL)
+        await victim.wait()
+        handled_by_victim = set(_handled(outputs[0]))
+
+        # Then the survivor handles everything the victim had not, within the session timeout
+        expected = {m.id for m in sent}
+        await _wait_for(
+            lambda: expected <= set(_handled(outputs[0])) | set(_handled(outputs[1])),
+            45,
+            "every message handled by one of the processes",
+        )
+        assert handled_by_victim < expected
+        assert set(_handled(outputs[1])) - handled_by_victim
+    finally:
+        for child in children:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+
+
+def _brokers(command: str) -> None:
+    subprocess.run([BROKERS_SCRIPT, command, "kafka"], check=True, timeout=120, capture_output=True)
+
+
+@pytest.mark.timeout(300)
+async def test_a_kafka_restart_loses_nothing_that_was_acknowledged(
+    kafka: Callable[..., KafkaBroker],
+) -> None:
+    # Given a consumer that handled part of what was published
+    broker = await kafka(publish_timeout=120.0, visibility_timeout=6.0)
+    topic = unique_topic("kafka-restart")
+    sub = await broker.subscribe(topic, prefetch=100)
+    before = await publish_json(broker, topic, range(30))
+    seen: dict[str, Delivery] = {}
+    for delivery in await collect(sub, 10):
+        seen[delivery.message.id] = delivery
+        await delivery.ack()
+
+    # When Kafka restarts and publishing goes on
+    await asyncio.to_thread(_brokers, "stop")
+    await asyncio.to_thread(_brokers, "start")
+    after = await publish_json(broker, topic, range(30, 60))
+
+    # Then every message published before and after is delivered (acked ones at most again)
+    expected = {m.id for m in before + after}
+    async with asyncio.timeout(120):
+        while not expected <= set(seen):
+            delivery = await anext(sub)
+            seen[delivery.message.id] = delivery
+            await delivery.ack()
+    await broker.ping()
