@@ -23,6 +23,8 @@ def create_broker(settings: Settings) -> Broker:
     except KeyError:
         raise ConfigError(f"unknown QUEUE_TYPE {kind!r}") from None
     except ImportError as exc:
+        if exc.name is None or exc.name.split(".")[0] == "queuekit":
+            raise  # a bug inside queuekit, not a missing client library
         extra = _EXTRAS.get(kind, "all")
         raise BackendNotInstalled(
             f"the {kind} backend needs a library that is not installed ({exc.name}): "
