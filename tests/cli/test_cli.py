@@ -330,6 +330,7 @@ def test_worker_with_a_module_that_fails_at_import_is_one_line(cli: Cli, tmp_pat
 UNREACHABLE = {
     "redis": {"QUEUE_TYPE": "redis", "REDIS_URL": "redis://127.0.0.1:1/0"},
     "rabbitmq": {"QUEUE_TYPE": "rabbitmq", "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1/"},
+    "kafka": {"QUEUE_TYPE": "kafka", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"},
 }
 
 
