@@ -13,7 +13,7 @@ import queuekit
 # Heavy server stacks that only `queuekit api` / `run` need.
 # uvicorn and starlette belong here too once queuekit.worker.health imports them lazily
 # (today it imports them at module level; reported).
-NOT_IMPORTED_BY_QUEUEKIT = ("fastapi",)
+NOT_IMPORTED_BY_QUEUEKIT = ("fastapi", "starlette", "uvicorn")
 OPTIONAL_CLIENTS = ("redis", "aio_pika", "aiormq", "confluent_kafka")
 
 

@@ -35,7 +35,6 @@ from queuekit.logs import configure_logging
 from queuekit.metrics import Metrics
 from queuekit.settings import Settings
 from queuekit.worker.app import App, HandlerSpec
-from queuekit.worker.health import HealthServer, create_health_app, refresh_queue_gauges
 from queuekit.worker.middleware import DEFAULT_MIDDLEWARE, Context, Middleware, Next, Services
 from queuekit.worker.middleware.base import Outcome, compose, describe_error
 from queuekit.worker.middleware.handler import HandlerCall, HandlerThreads
@@ -388,6 +387,9 @@ async def run_worker(
         ConfigError: the app has no handlers or a setting is invalid.
         BrokerUnavailable: the broker cannot be reached at start.
     """
+    # uvicorn and Starlette load only when a worker is really started, not on import.
+    from queuekit.worker.health import HealthServer, create_health_app, refresh_queue_gauges
+
     configure_logging(settings.log_level, settings.log_format)
     logger = logging.getLogger("queuekit.worker")
     if not app.handlers:
