@@ -19,9 +19,11 @@ from queuekit.backends.redis_streams.connection import (
     check_persistence,
     create_client,
     mapped_errors,
+    pack_commands,
+    run_packed,
 )
 from queuekit.backends.redis_streams.keys import TOPICS_KEY, TopicKeys
-from queuekit.backends.redis_streams.scripts import Scripts, run
+from queuekit.backends.redis_streams.scripts import PUBLISH, Scripts, run
 from queuekit.backends.redis_streams.settle import Settler
 from queuekit.backends.redis_streams.subscription import RedisSubscription
 from queuekit.batching import GroupCommitter
@@ -35,6 +37,11 @@ from queuekit.message import (
     validate_group,
     validate_topic,
 )
+
+_EVAL = b"EVAL"
+# EVAL with the source rather than EVALSHA: Redis caches it by digest all the same, and a
+# restarted Redis (empty script cache) never answers NOSCRIPT in the middle of a batch.
+_PUBLISH = PUBLISH.encode()
 
 
 class RedisStreamsBroker(Broker, Admin):
@@ -127,7 +134,7 @@ class RedisStreamsBroker(Broker, Admin):
             raise
         self._client = client
         self._scripts = Scripts.register(client)
-        self._settler = Settler(client, max_batch=self.max_batch)
+        self._settler = Settler(client)
         self._publisher = GroupCommitter(self._write, max_batch=self.max_batch)
 
     async def close(self) -> None:
@@ -164,25 +171,33 @@ class RedisStreamsBroker(Broker, Admin):
             await publisher.submit(messages)
 
     async def _write(self, messages: Sequence[Message]) -> None:
-        """One pipeline: XADD each ready message to its lane, ZADD each delayed one."""
-        pipe = self.client.pipeline(transaction=False)
+        """One round trip: per topic, one PUBLISH script adding the whole batch atomically.
+
+        Ready messages are XADDed to their priority lane, delayed ones ZADDed to the
+        topic's delayed set. The commands are packed here (see ``pack_commands``).
+        """
         now = time.time()
-        topics: set[str] = set()
+        batches: dict[str, list[bytes]] = {}
         for message in messages:
-            keys = TopicKeys(message.topic)
-            topics.add(message.topic)
+            args = batches.get(message.topic)
+            if args is None:
+                args = batches[message.topic] = []
             fields = entries.encode(message)
             if message.not_before is not None and message.not_before > now:
                 due_ms = math.ceil(message.not_before * 1000)
-                member = entries.pack(message.priority, fields)
-                pipe.execute_command("ZADD", keys.delayed, due_ms, member)
+                args += (b"d", b"%d" % due_ms, entries.pack(message.priority, fields))
             else:
-                pipe.execute_command("XADD", keys.lane(message.priority), "*", *fields)
-        pipe.execute_command("SADD", TOPICS_KEY, *topics)
-        try:
-            await pipe.execute()
-        except redis_errors.ResponseError as exc:
-            raise PublishError(f"Redis refused a published message: {exc}") from exc
+                args.append(b"%d:%d" % (message.priority, len(fields)))
+                args += fields
+        commands = [
+            [_EVAL, _PUBLISH, b"11", *TopicKeys(topic).publish_keys, *args]
+            for topic, args in batches.items()
+        ]
+        commands.append([b"SADD", TOPICS_KEY.encode(), *(topic.encode() for topic in batches)])
+        replies = await run_packed(self.client, pack_commands(commands), len(commands))
+        refused = [reply for reply in replies if isinstance(reply, redis_errors.ResponseError)]
+        if refused:
+            raise PublishError(f"Redis refused published messages: {refused[0]}")
 
     # -- consuming
 

@@ -36,6 +36,55 @@ async def execute(client: Redis, *args: Any) -> Any:
     return await client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
+CRLF = b"\r\n"
+
+
+def pack_commands(commands: list[list[bytes]]) -> bytes:
+    """Commands in the Redis protocol (RESP), ready to be written in one go.
+
+    redis-py encodes every argument of every command one by one; for a batch of thousands
+    of arguments doing it here, on bytes only, costs a fraction of that.
+    """
+    parts: list[bytes] = []
+    for args in commands:
+        parts.append(b"*%d\r\n" % len(args))
+        for arg in args:
+            parts += (b"$%d\r\n" % len(arg), arg, CRLF)
+    return b"".join(parts)
+
+
+async def run_packed(client: Redis, packed: bytes, replies: int) -> list[Any]:
+    """Write commands packed by :func:`pack_commands` at once and read their replies.
+
+    One round trip. An error reply is returned in place, as its ``ResponseError``, so the
+    connection stays in step. A transient failure is retried once on a new connection (a
+    pooled connection may be stale after a Redis restart); the commands may then apply
+    twice, which at-least-once delivery allows.
+    """
+    pool = client.connection_pool
+    for attempt in (1, 2):
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command(packed, check_health=False)
+            results: list[Any] = []
+            for _ in range(replies):
+                try:
+                    results.append(await connection.read_response())
+                except redis_errors.ResponseError as exc:
+                    results.append(exc)
+            return results
+        except TRANSIENT_ERRORS:
+            await connection.disconnect()
+            if attempt == 2:
+                raise
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
+    raise AssertionError("unreachable")
+
+
 def _raw(response: Any, **_options: Any) -> Any:
     return response
 

@@ -21,6 +21,7 @@ group's pending entries list, so it survives consumer crashes.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import orjson
@@ -82,6 +83,14 @@ def decode(
     ``priority`` is the priority of the lane the entry was read from (used when the entry
     does not say). Raises :class:`InvalidEntry` if the entry is not a message.
     """
+    if len(fields) == 6 and fields[0] == PAYLOAD and fields[2] == ID and fields[4] == CREATED_AT:
+        # The shape queuekit itself writes for a plain message: skip the general parsing.
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            created_at = float(fields[5])
+            message_id = fields[3].decode()
+            return Message(
+                topic, fields[1], message_id, {}, None, priority, None, deliveries, created_at
+            )
     values = dict(zip(fields[::2], fields[1::2], strict=True))
     payload = values.get(PAYLOAD)
     if payload is None:

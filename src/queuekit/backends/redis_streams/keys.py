@@ -47,6 +47,11 @@ class TopicKeys:
         return tuple(self.lane(priority) for priority in PRIORITIES)
 
     @property
+    def publish_keys(self) -> tuple[bytes, ...]:
+        """The keys the PUBLISH script writes: the lanes (0 first), then the delayed set."""
+        return tuple(key.encode() for key in (*self.lanes, self.delayed))
+
+    @property
     def delayed(self) -> str:
         return f"{self.base}:delayed"
 

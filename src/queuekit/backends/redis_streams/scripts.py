@@ -41,6 +41,26 @@ local function as_table(flat)
 end
 """
 
+PUBLISH = """
+-- KEYS[1..10]: lanes 0..9; KEYS[11]: topic delayed zset.
+-- ARGV: messages, each either '<priority>:<n>' followed by n stream fields (XADD to the
+-- lane), or 'd', due_ms, packed member (ZADD to the delayed set). Returns the arg count.
+local i, n = 1, #ARGV
+while i <= n do
+  local head = ARGV[i]
+  if head == 'd' then
+    redis.call('ZADD', KEYS[11], ARGV[i + 1], ARGV[i + 2])
+    i = i + 3
+  else
+    local lane = KEYS[tonumber(string.sub(head, 1, 1)) + 1]
+    local count = tonumber(string.sub(head, 3))
+    redis.call('XADD', lane, '*', unpack(ARGV, i + 1, i + count))
+    i = i + 1 + count
+  end
+end
+return n
+"""
+
 ENSURE_GROUP = """
 -- KEYS[1]: the topic's groups set; KEYS[2..]: every stream the group reads.
 -- ARGV[1]: group. Creates the group at the start of each stream (a new group reads what is
@@ -55,17 +75,20 @@ redis.call('SADD', KEYS[1], ARGV[1])
 return 1
 """
 
-FETCH = (
+PLAN = (
     _UNPACK_MEMBER
+    + _ID_LESS
     + """
 -- KEYS[1]: topic delayed zset; KEYS[2]: group delayed zset;
 -- KEYS[3..13]: read order (group retry stream, lanes 9..0).
--- ARGV: group, consumer, count, now_ms, promote_limit.
--- 1. Move due delayed publishes into their lane and due retries into the retry stream.
--- 2. Read up to count new entries, retries first, then highest priority first.
--- Returns {next_due_ms or '', index, id, fields, index, id, fields, ...}.
+-- ARGV: group, now_ms, promote_limit.
+-- 1. Moves due delayed publishes into their lane and due retries into the retry stream.
+-- 2. Counts, per stream in read order, the entries not yet delivered to the group (the
+--    group's lag; -1 when Redis cannot tell), so the caller reads exactly what it needs
+--    with plain XREADGROUPs (far cheaper than reading through Lua).
+-- Returns {next_due_ms or '', waiting per stream...}; a NOGROUP error if the group is gone.
 local function promote(zkey, to_lanes)
-  local due = redis.call('ZRANGEBYSCORE', zkey, '-inf', ARGV[4], 'LIMIT', 0, ARGV[5])
+  local due = redis.call('ZRANGEBYSCORE', zkey, '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
   for _, member in ipairs(due) do
     local items = unpack_member(member)
     local target = KEYS[3]
@@ -78,19 +101,18 @@ end
 promote(KEYS[1], true)
 promote(KEYS[2], false)
 local out = {''}
-local remaining = tonumber(ARGV[3])
 for i = 3, 13 do
-  if remaining <= 0 then break end
-  local reply = redis.call(
-    'XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', remaining, 'STREAMS', KEYS[i], '>')
-  if reply then
-    for _, entry in ipairs(reply[1][2]) do
-      out[#out + 1] = i - 3
-      out[#out + 1] = entry[1]
-      out[#out + 1] = entry[2]
-      remaining = remaining - 1
+  local waiting = nil
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    for _, flat in ipairs(redis.call('XINFO', 'GROUPS', KEYS[i])) do
+      local group = as_table(flat)
+      if group['name'] == ARGV[1] then waiting = group['lag'] or -1 end
     end
   end
+  if waiting == nil then
+    return redis.error_reply('NOGROUP group ' .. ARGV[1] .. ' is missing on ' .. KEYS[i])
+  end
+  out[#out + 1] = waiting
 end
 for z = 1, 2 do
   local first = redis.call('ZRANGE', KEYS[z], 0, 0, 'WITHSCORES')
@@ -338,7 +360,7 @@ class Scripts:
     """The scripts registered on one client (EVALSHA, reloaded after a Redis restart)."""
 
     ensure_group: AsyncScript
-    fetch: AsyncScript
+    plan: AsyncScript
     autoclaim: AsyncScript
     extend: AsyncScript
     release: AsyncScript
@@ -354,7 +376,7 @@ class Scripts:
 
         return cls(
             ensure_group=script(ENSURE_GROUP),
-            fetch=script(FETCH),
+            plan=script(PLAN),
             autoclaim=script(AUTOCLAIM),
             extend=script(EXTEND),
             release=script(RELEASE),

@@ -4,26 +4,31 @@ Each settlement is "acknowledge this entry in this group" plus, for a nack or a 
 the write that puts the message where it goes next (the group's retry stream, its delayed
 set, or the dead-letter stream). A batch runs in one transaction, so a message is never both
 acknowledged and lost, nor moved without being acknowledged.
+
+Acks are queued and applied by the next batch without the caller waiting (like AMQP's
+basic.ack): an ack lost to a crash in that millisecond means one redelivery, which
+at-least-once delivery allows. Nacks and dead letters wait until their batch is applied.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 
 from queuekit.backends.redis_streams.connection import TRANSIENT_ERRORS, Backoff, mapped_errors
-from queuekit.batching import GroupCommitter
 
 Command = tuple[Any, ...]
 
+logger = logging.getLogger("queuekit.redis")
 
-@dataclass(frozen=True, slots=True)
-class Settlement:
+
+class Settlement(NamedTuple):
     """Acknowledge ``entry_id`` of ``stream`` in ``group`` after running ``commands``.
 
     ``delete`` also deletes the entry (retry streams belong to one group, so an
@@ -34,49 +39,90 @@ class Settlement:
     group: str
     entry_id: bytes
     delete: bool = False
-    commands: tuple[Command, ...] = field(default=())
+    commands: tuple[Command, ...] = ()
 
 
 class Settler:
-    """Batches settlements of every subscription of one broker (group commit).
+    """Batches the settlements of every subscription of one broker (group commit).
 
-    A batch that fails on a transient error is retried for up to ``retry_for`` seconds
-    (a Redis restart); acknowledging twice is harmless, moving twice only duplicates a
-    retry, which at-least-once delivery allows.
+    While a batch is being applied, new settlements queue up for the next one. A batch that
+    fails on a transient error is retried for up to ``retry_for`` seconds (a Redis restart);
+    acknowledging twice is harmless, moving twice only duplicates a retry.
     """
 
-    def __init__(self, client: Redis, *, retry_for: float = 15.0, max_batch: int = 1000) -> None:
+    def __init__(self, client: Redis, *, retry_for: float = 15.0) -> None:
         self._client = client
         self._retry_for = retry_for
-        self._committer: GroupCommitter[Settlement] = GroupCommitter(
-            self._flush, max_batch=max_batch
-        )
+        self._queued: list[Settlement] = []
+        self._applied: asyncio.Future[None] | None = None  # resolves when _queued is applied
+        self._worker: asyncio.Task[None] | None = None
 
-    async def settle(self, settlement: Settlement) -> None:
-        """Return once ``settlement`` is applied (raises ConnectionLost if Redis stays away)."""
-        with mapped_errors("settling a delivery"):
-            await self._committer.submit((settlement,))
+    def submit(self, settlement: Settlement) -> None:
+        """Queue ``settlement`` for the next batch and return at once."""
+        self._queued.append(settlement)
+        self._wake()
+
+    async def apply(self, settlement: Settlement) -> None:
+        """Queue ``settlement`` and return once its batch is applied.
+
+        Raises:
+            ConnectionLost: Redis stayed unreachable for ``retry_for`` seconds.
+            BrokerError: Redis refused the batch.
+        """
+        self._queued.append(settlement)
+        if self._applied is None:
+            self._applied = asyncio.get_running_loop().create_future()
+            self._applied.add_done_callback(_retrieve)
+        applied = self._applied
+        self._wake()
+        await asyncio.shield(applied)
 
     async def drain(self) -> None:
-        await self._committer.drain()
+        """Wait until everything queued so far is applied (or given up)."""
+        while self._worker is not None and not self._worker.done():
+            await asyncio.shield(self._worker)
 
-    async def _flush(self, settlements: Sequence[Settlement]) -> None:
+    def _wake(self) -> None:
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._run(), name="queuekit-redis-settle")
+
+    async def _run(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued, []
+            applied, self._applied = self._applied, None
+            try:
+                with mapped_errors("settling deliveries"):
+                    await self._apply_with_retries(batch)
+            except Exception as exc:
+                if applied is not None:
+                    applied.set_exception(exc)
+                logger.warning(
+                    "%d settlements could not be applied; those messages will be "
+                    "redelivered after the visibility timeout: %s",
+                    len(batch),
+                    exc,
+                )
+            else:
+                if applied is not None:
+                    applied.set_result(None)
+
+    async def _apply_with_retries(self, batch: Sequence[Settlement]) -> None:
         deadline = time.monotonic() + self._retry_for
         backoff = Backoff()
         while True:
             try:
-                await self._apply(settlements)
+                await self._apply(batch)
                 return
             except TRANSIENT_ERRORS:
                 if time.monotonic() >= deadline:
                     raise
                 await backoff.wait()
 
-    async def _apply(self, settlements: Sequence[Settlement]) -> None:
+    async def _apply(self, batch: Sequence[Settlement]) -> None:
         acks: defaultdict[tuple[str, str], list[bytes]] = defaultdict(list)
         deletes: defaultdict[str, list[bytes]] = defaultdict(list)
         pipe = self._client.pipeline(transaction=True)
-        for settlement in settlements:
+        for settlement in batch:
             for command in settlement.commands:
                 pipe.execute_command(*command)
             acks[settlement.stream, settlement.group].append(settlement.entry_id)
@@ -87,3 +133,9 @@ class Settler:
         for stream, ids in deletes.items():
             pipe.execute_command("XDEL", stream, *ids)
         await pipe.execute()
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    # Mark the exception as seen: its waiters may all have been cancelled.
+    if not future.cancelled():
+        future.exception()

@@ -1,13 +1,15 @@
 """Consuming one (topic, group): a background fetch loop, lease extension, deliveries.
 
 The fetch loop keeps up to ``prefetch`` entries leased to this consumer (fetched and not
-returned, or returned and not settled). Each round trip takes a batch: first entries other
-consumers abandoned (XAUTOCLAIM, at most every ``claim_interval``), then new ones (the FETCH
-script, which also moves due delayed messages), and when there is nothing, one blocking
-XREADGROUP on every stream of the group that wakes on the first new entry. A second task
-extends the leases of everything this consumer holds (XCLAIM ... JUSTID resets the idle time
-without counting a delivery) every third of the visibility timeout, and trims the topic now
-and then. A lost connection is retried with backoff for as long as the subscription is open.
+returned, or returned and not settled). Each batch takes: entries other consumers abandoned
+(XAUTOCLAIM, at most every ``claim_interval``); then new ones - the PLAN script moves due
+delayed messages and counts what waits in each stream, and plain XREADGROUPs (one write)
+take exactly that many, retries first, then priority 9 down to 0; and when there is
+nothing, one blocking XREADGROUP on every stream of the group wakes on the first new entry.
+A second task extends the leases of everything this consumer holds (XCLAIM ... JUSTID resets
+the idle time without counting a delivery) every third of the visibility timeout, and trims
+the topic now and then. A lost connection is retried with backoff for as long as the
+subscription is open.
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ from typing import TYPE_CHECKING, Any
 from redis import exceptions as redis_errors
 
 from queuekit.backends.redis_streams import entries
-from queuekit.backends.redis_streams.connection import TRANSIENT_ERRORS, Backoff, execute
+from queuekit.backends.redis_streams.connection import (
+    TRANSIENT_ERRORS,
+    Backoff,
+    execute,
+    pack_commands,
+    run_packed,
+)
 from queuekit.backends.redis_streams.keys import TopicKeys, read_order_priority
 from queuekit.backends.redis_streams.scripts import run
 from queuekit.backends.redis_streams.settle import Command, Settlement
@@ -46,7 +54,9 @@ PARKING_CONSUMER = "queuekit-returned"
 CLAIM_SCANS = 10
 # Longest blocking read: bounds how late a due delayed message published elsewhere is seen.
 MAX_BLOCK = 1.0
-# Delayed messages moved into the lanes per fetch.
+# Deliveries handed out between two yields to the event loop (see __anext__).
+YIELD_EVERY = 64
+# Delayed messages moved into the lanes per plan.
 PROMOTE_LIMIT = 1000
 
 _GIVE_BACK_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, redis_errors.ResponseError)
@@ -75,7 +85,11 @@ class RedisDelivery(Delivery):
         return self._sub.group
 
     async def ack(self) -> None:
-        await self._settle(())
+        """Queue the acknowledgement for the broker's next batch and return (see settle.py)."""
+        if self._settled:
+            raise RuntimeError(f"delivery of message {self._message.id} is already settled")
+        self._settled = True
+        self._sub.acknowledge(self.ref)
 
     async def nack(self, delay: float = 0.0) -> None:
         if not delay >= 0 or math.isinf(delay):
@@ -120,7 +134,9 @@ class RedisSubscription(Subscription):
         self._prefetch = prefetch
         self._refill_at = max(1, prefetch // 2)
         self._streams = self.keys.read_order(group)
-        self._fetch_keys = [self.keys.delayed, self.keys.group_delayed(group), *self._streams]
+        self._plan_keys = [self.keys.delayed, self.keys.group_delayed(group), *self._streams]
+        self._stream_names = [stream.encode() for stream in self._streams]
+        self._read_prefix = [b"XREADGROUP", b"GROUP", group.encode(), consumer.encode(), b"COUNT"]
         self._buffer: deque[RedisDelivery] = deque()
         self._unsettled: set[Ref] = set()
         self._arrived = asyncio.Event()
@@ -129,6 +145,7 @@ class RedisSubscription(Subscription):
         self._failure: BaseException | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._next_claim = 0.0
+        self._handed = 0
 
     # -- the consumer's side
 
@@ -144,6 +161,11 @@ class RedisSubscription(Subscription):
             await self._arrived.wait()
         delivery = self._buffer.popleft()
         self._unsettled.add(delivery.ref)
+        self._handed += 1
+        if not self._handed % YIELD_EVERY:
+            # A consumer whose handler never awaits would otherwise starve the fetch loop
+            # until the buffer is empty; this lets the next batch be fetched meanwhile.
+            await asyncio.sleep(0)
         return delivery
 
     async def close(self) -> None:
@@ -161,18 +183,21 @@ class RedisSubscription(Subscription):
         if self._tasks:
             await self._give_back()
 
+    def acknowledge(self, ref: Ref) -> None:
+        """Queue the ack of the entry ``ref``; its lease ends now."""
+        index, entry_id = ref
+        self._broker.settler.submit(
+            Settlement(self._streams[index], self.group, entry_id, index == 0)
+        )
+        self._unsettled.discard(ref)
+        self._room.set()
+
     async def settle(self, ref: Ref, commands: tuple[Command, ...]) -> None:
         """Apply a settlement of the entry ``ref``; its lease ends either way."""
         index, entry_id = ref
-        settlement = Settlement(
-            stream=self._streams[index],
-            group=self.group,
-            entry_id=entry_id,
-            delete=index == 0,
-            commands=commands,
-        )
+        settlement = Settlement(self._streams[index], self.group, entry_id, index == 0, commands)
         try:
-            await self._broker.settler.settle(settlement)
+            await self._broker.settler.apply(settlement)
         finally:
             self._unsettled.discard(ref)
             self._room.set()
@@ -248,13 +273,9 @@ class RedisSubscription(Subscription):
             free -= claimed
             if free <= 0:
                 return
-        reply = await run(
-            scripts.fetch,
-            self._fetch_keys,
-            [group, self.consumer, free, _now_ms(), PROMOTE_LIMIT],
-        )
+        reply = await run(scripts.plan, self._plan_keys, [group, _now_ms(), PROMOTE_LIMIT])
         next_due = float(reply[0]) / 1000 if reply[0] else math.inf
-        if self._accept(reply[1:], with_counts=False) or claimed:
+        if await self._read(free, [int(waiting) for waiting in reply[1:]]) or claimed:
             return
         wait = min(self._next_claim - time.monotonic(), next_due - time.time(), MAX_BLOCK)
         block_ms = max(1, math.ceil(wait * 1000))
@@ -280,6 +301,37 @@ class RedisSubscription(Subscription):
                 for entry_id, fields in stream_entries:
                     flat += (positions[stream], entry_id, fields)
             self._accept(flat, with_counts=False)
+
+    async def _read(self, free: int, waiting: list[int]) -> int:
+        """Read up to ``free`` new entries, taking the streams in read order.
+
+        ``waiting`` is the PLAN script's count of undelivered entries per stream (-1:
+        unknown). All reads go in one write; returns how many deliveries were buffered.
+        """
+        commands: list[list[bytes]] = []
+        positions: list[int] = []
+        for index, count in enumerate(waiting):
+            if free <= 0:
+                break
+            if count == 0:
+                continue
+            take = free if count < 0 else min(count, free)
+            commands.append(
+                [*self._read_prefix, b"%d" % take, b"STREAMS", self._stream_names[index], b">"]
+            )
+            positions.append(index)
+            free -= take
+        if not commands:
+            return 0
+        replies = await run_packed(self._broker.client, pack_commands(commands), len(commands))
+        flat: list[Any] = []
+        for index, reply in zip(positions, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            if reply:
+                for entry_id, fields in reply[0][1]:
+                    flat += (index, entry_id, fields)
+        return self._accept(flat, with_counts=False)
 
     def _accept(self, flat: Sequence[Any], *, with_counts: bool) -> int:
         """Turn a script's flat reply into deliveries in the buffer; returns how many."""
