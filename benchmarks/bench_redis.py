@@ -5,9 +5,10 @@ handler, acknowledging after handling.
 
 * raw: pipelines of 1000 ``XADD``; ``XREADGROUP COUNT 1000`` (blocking), then one ``XACK``
   of the batch after handling it. This is redis-py at its best, by hand.
-* queuekit: ``publish`` of 1000 messages per call (one pipeline per call, like raw), then a
-  subscription with ``prefetch=1000`` consumed the way the worker does: each delivery is
-  handled in its own task and acked when done (acks group-commit into MULTI/EXEC batches).
+* queuekit: ``publish`` of 1000 messages per call (one round trip per call, like raw), then
+  ``async for delivery in subscription`` (``prefetch=1000``) with the handler and
+  ``await delivery.ack()`` (acks group-commit into MULTI/EXEC batches); the clock stops once
+  every ack is applied in Redis.
 
 Rounds of the two alternate; the table shows the median msgs/s of each phase and the ratio.
 
@@ -28,7 +29,6 @@ from redis.asyncio import Redis
 
 from queuekit.backends.redis_streams import RedisStreamsBroker
 from queuekit.backends.redis_streams.keys import TopicKeys
-from queuekit.broker import Delivery
 from queuekit.message import Message
 
 URL = "redis://127.0.0.1:6379/0"
@@ -88,27 +88,14 @@ async def queuekit_round(count: int) -> tuple[float, float]:
             published = time.perf_counter() - started
 
             started = time.perf_counter()
-            done = asyncio.Event()
             handled = 0
-
-            async def process(delivery: Delivery) -> None:
-                nonlocal handled
+            async for delivery in sub:
                 handle(delivery.message.payload)
                 await delivery.ack()
                 handled += 1
                 if handled == count:
-                    done.set()
-
-            tasks: set[asyncio.Task[None]] = set()
-            received = 0
-            async for delivery in sub:
-                task = asyncio.create_task(process(delivery))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                received += 1
-                if received == count:
                     break
-            await done.wait()
+            await broker.settler.drain()  # every ack applied in Redis, as in the raw round
             return count / published, count / (time.perf_counter() - started)
         finally:
             await sub.close()
