@@ -347,6 +347,58 @@ async def test_a_killed_consumer_process_leaves_its_messages_to_the_group(
                 await child.wait()
 
 
+CRASHING_CHILD = """
+import asyncio, os, signal, sys
+from queuekit.backends.kafka import KafkaBroker
+
+async def main(topic: str, out_path: str) -> None:
+    async with KafkaBroker(sys.argv[3], visibility_timeout=6.0) as broker:
+        sub = await broker.subscribe(topic, "crashing", prefetch=2)
+        with open(out_path, "a", buffering=1) as out:
+            async for delivery in sub:
+                body = delivery.message.json()
+                out.write(f"{body} {delivery.attempt}\\n")
+                if body == "poison" and delivery.attempt < 3:
+                    os.kill(os.getpid(), signal.SIGKILL)  # the message kills its consumer
+                await delivery.ack()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def test_a_message_that_kills_its_consumer_counts_an_attempt_per_crash(
+    kafka: Callable[..., KafkaBroker], tmp_path: Path
+) -> None:
+    # Given a poison message and an innocent one behind it in the same partition
+    broker = await kafka()
+    topic = unique_topic("kafka-crash")
+    await publish_json(broker, topic, ["poison", "fine"], key="one-partition")
+    out = tmp_path / "attempts.txt"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+
+    # When consumer processes handle it, one after the other, and the first two are killed
+    # (SIGKILL, no goodbye) while handling the poison
+    for expected_exit in (-signal.SIGKILL, -signal.SIGKILL):
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CRASHING_CHILD, topic, str(out), BOOTSTRAP, env=env
+        )
+        async with asyncio.timeout(40):
+            assert await child.wait() == expected_exit
+    survivor = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CRASHING_CHILD, topic, str(out), BOOTSTRAP, env=env
+    )
+    try:
+        await _wait_for(lambda: "fine" in out.read_text().split()[-2:], 40, "fine handled last")
+    finally:
+        survivor.kill()
+        await survivor.wait()
+
+    # Then the poison's attempts count every crash, and the innocent one is not blamed
+    lines = [line.split() for line in out.read_text().splitlines()]
+    assert [int(n) for body, n in lines if body == "poison"] == [1, 2, 3]
+    assert max(int(n) for body, n in lines if body == "fine") <= 2
+
+
 def _brokers(command: str) -> None:
     subprocess.run([BROKERS_SCRIPT, command, "kafka"], check=True, timeout=120, capture_output=True)
 

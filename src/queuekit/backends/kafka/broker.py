@@ -59,7 +59,7 @@ class KafkaBroker(Broker, Admin):
         priorities=True,
         strict_priority=False,
         ordering_per_key=True,
-        crash_safe_attempts=False,
+        crash_safe_attempts=True,
         cross_process=True,
     )
 

@@ -65,7 +65,10 @@ class KafkaDelivery(Delivery):
         self._state = _SETTLED
 
     async def ack(self) -> None:
-        if self._begin():
+        if self._state == _OPEN and not self._subscription.broker_closed:  # the hot path
+            self._state = _SETTLING
+            self._subscription.settle(self)
+        elif self._begin():
             self._subscription.settle(self)
 
     async def nack(self, delay: float = 0.0) -> None:

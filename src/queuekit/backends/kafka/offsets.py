@@ -60,6 +60,11 @@ class OffsetLedger:
             self._committed = position
 
     @property
+    def highest(self) -> int:
+        """The highest offset fetched so far (-1 before the first)."""
+        return -1 if self._next is None else self._next - 1
+
+    @property
     def unsettled(self) -> int:
         """Fetched offsets not settled yet."""
         return len(self._pending) - len(self._done)

@@ -35,6 +35,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -42,6 +43,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from queuekit.backends.kafka.delivery import KafkaDelivery
 from queuekit.backends.kafka.errors import describe, to_broker_error
+from queuekit.backends.kafka.marks import Key, Mark, MarkBook
 from queuekit.backends.kafka.naming import PRIORITIES, delay_topic, lane_topic, retry_topic
 from queuekit.backends.kafka.offsets import OffsetLedger
 from queuekit.backends.kafka.producer import AsyncProducer
@@ -59,6 +61,7 @@ RESUME_AT = 5000
 LOOKAHEAD = 1000  # delayed records of one partition held while waiting to be due
 PRIORITY_SETTLE = 1.0  # seconds a lower lane waits for higher lanes after an assignment
 COMMIT_DELAY = 0.05  # seconds acks are gathered before their offsets are committed
+MARK_AHEAD = 512  # records a crash-safety mark reaches beyond the one about to be delivered
 
 _LANE, _DELAYED, _RETRY = "lane", "delayed", "retry"
 
@@ -76,6 +79,17 @@ class Partition:
     deliveries: set[KafkaDelivery] = field(default_factory=set)
     revoked: bool = False
     paused: bool = False
+    # After a crash of the previous owner: its delivered, unsettled records (handled one at
+    # a time), the records behind them (held back meanwhile) and the last durable probe.
+    suspect: Mark | None = None
+    suspects: deque[Fetched] = field(default_factory=deque)
+    held: list[Fetched] = field(default_factory=list)
+    probed: int = -1
+    # Offsets up to ``marked`` may be delivered (their mark is durable); a mark up to
+    # ``marking`` is on its way.
+    marked: int = -1
+    marking: int = -1
+    mark_done: asyncio.Future[None] | None = None
 
     def topic_partition(self, offset: int = -1001) -> Any:
         return TopicPartition(self.topic, self.partition, offset)
@@ -89,6 +103,7 @@ class Fetched:
     offset: int
     message: Message
     released: bool = False
+    earlier: int = 0  # deliveries before this one that left no trace but a mark
 
 
 class KafkaSubscription(Subscription):
@@ -117,6 +132,7 @@ class KafkaSubscription(Subscription):
         self._roles[self.retry_topic] = (_RETRY, 0)
         self._parts: dict[tuple[str, int], Partition] = {}
         self._ready: list[deque[Fetched]] = [deque() for _ in PRIORITIES]
+        self._highest = 0  # no lane above this one holds a record
         self._delayed: list[tuple[float, int, Fetched]] = []
         self._order = itertools.count()
         self._unsettled = 0
@@ -124,7 +140,12 @@ class KafkaSubscription(Subscription):
         self._settle_until = 0.0
         self._wakeup = asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        self._commands: queue.SimpleQueue[tuple[str, list[Any]]] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[tuple[str, list[Any], Future[None] | None]] = (
+            queue.SimpleQueue()
+        )
+        self._book = MarkBook()  # the consumer thread's only
+        self._unmarked: Fetched | None = None  # the next record to deliver needs a mark
+        self._probing: set[Partition] = set()
         self._commit_timer: asyncio.TimerHandle | None = None
         self._error: QueuekitError | None = None
         self._closed = False
@@ -161,7 +182,7 @@ class KafkaSubscription(Subscription):
                     error = to_broker_error(exc, f"consuming {self.topic}")
                     call(self._fail, ConnectionLost(str(error)))
                     break
-                if records:
+                if records and not self._closed:  # a closing subscription drops records
                     call(self._on_records, records)
             self._apply_commands()
         except Exception as exc:  # the thread must always report its end
@@ -182,12 +203,21 @@ class KafkaSubscription(Subscription):
         consumer = self._consumer
         while True:
             try:
-                command, partitions = self._commands.get_nowait()
+                command, partitions, done = self._commands.get_nowait()
             except queue.Empty:
                 return
             try:
                 if command == "commit":
-                    consumer.commit(offsets=partitions, asynchronous=True)
+                    offsets = self._book.with_marks(partitions)
+                    consumer.commit(offsets=offsets, asynchronous=True)
+                elif command in ("probe", "mark"):
+                    [(key, offset, count)] = partitions
+                    if command == "probe":
+                        mark = self._book.probe(key, offset, count)
+                    else:
+                        mark = self._book.mark(key, offset, count)
+                    if mark is not None:
+                        consumer.commit(offsets=[mark], asynchronous=False)
                 elif command == "pause":
                     consumer.pause(partitions)
                 elif command == "resume":
@@ -196,10 +226,18 @@ class KafkaSubscription(Subscription):
                 # A partition revoked meanwhile, or the coordinator moving: the next commit
                 # (or the revoke's synchronous one) carries the same or a later position.
                 log.debug("kafka %s of %s failed: %s", command, self.topic, describe(exc))
+            if done is not None:
+                with contextlib.suppress(InvalidStateError):  # the waiter was cancelled
+                    done.set_result(None)
 
-    def _on_assign(self, _consumer: Any, partitions: list[Any]) -> None:
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
-        self._safe_call(self._assigned, keys)
+        try:
+            suspects = self._book.assigned(consumer.committed(partitions, timeout=30))
+        except KafkaException as exc:
+            log.warning("reading committed offsets of %s failed: %s", self.topic, describe(exc))
+            suspects = {}
+        self._safe_call(self._assigned, keys, suspects)
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         self._hand_back(consumer, partitions, lost=False)
@@ -211,24 +249,30 @@ class KafkaSubscription(Subscription):
         keys = [(tp.topic, tp.partition) for tp in partitions]
         try:
             future = asyncio.run_coroutine_threadsafe(self._revoke(keys, lost=lost), self._loop)
-            offsets = future.result(timeout=self._grace + 30)
+            offsets, all_settled = future.result(timeout=self._grace + 30)
         except Exception as exc:  # loop gone or stuck: the group redelivers uncommitted ones
             log.warning("revoking %s from %s/%s: %r", keys, self.topic, self.group, exc)
+            self._book.forget(keys)
             return
         self._apply_commands()  # earlier async commits go out before the final one
-        if offsets:
+        final = self._book.hand_back(keys, offsets, clear=all_settled)
+        if final:
             try:
-                consumer.commit(offsets=offsets, asynchronous=False)
+                consumer.commit(offsets=final, asynchronous=False)
             except KafkaException as exc:
                 log.warning("final commit of %s/%s failed: %s", self.topic, self.group, exc)
+        self._book.forget(keys)
 
     # ------------------------------------------------------------------ event loop side
 
-    def _assigned(self, keys: list[tuple[str, int]]) -> None:
+    def _assigned(self, keys: list[tuple[str, int]], suspects: dict[Key, Mark]) -> None:
         now = time.monotonic()
         for key in keys:
             role, priority = self._roles.get(key[0], (_LANE, 0))
-            part = Partition(key[0], key[1], role, priority)
+            suspect = suspects.get(key)
+            part = Partition(key[0], key[1], role, priority, suspect=suspect)
+            if suspect is not None:
+                part.marked = part.marking = suspect.delivered
             old = self._parts.get(key)
             if old is not None:
                 old.revoked = True
@@ -238,7 +282,9 @@ class KafkaSubscription(Subscription):
                 self._settle_until = now + PRIORITY_SETTLE
         self._wakeup.set()
 
-    async def _revoke(self, keys: list[tuple[str, int]], *, lost: bool) -> list[Any]:
+    async def _revoke(self, keys: list[tuple[str, int]], *, lost: bool) -> tuple[list[Any], bool]:
+        """Hand partitions back; return the offsets to commit and whether every delivered
+        record of them was settled (so the crash marks can be cleared)."""
         parts = [part for key in keys if (part := self._parts.pop(key, None)) is not None]
         for part in parts:
             part.revoked = True
@@ -249,19 +295,19 @@ class KafkaSubscription(Subscription):
             for part in parts:
                 for delivery in list(part.deliveries):
                     self._release_locally(delivery)
-            return []
+            return [], False
         in_flight = [d for part in parts for d in part.deliveries]
         if in_flight and not self._broker_closed:
             deadline = time.monotonic() + self._grace
             while any(not d.settled for d in in_flight) and time.monotonic() < deadline:
                 await self._settled_event(deadline)
-        await self.release([d for d in in_flight if not d.settled])
+        all_settled = await self.release([d for d in in_flight if not d.settled])
         offsets = []
         for part in parts:
             position = part.ledger.position
             if position is not None:
                 offsets.append(part.topic_partition(position))
-        return offsets
+        return offsets, all_settled
 
     async def _settled_event(self, deadline: float) -> None:
         self._wakeup.clear()
@@ -294,24 +340,88 @@ class KafkaSubscription(Subscription):
             message = from_record(record, self.topic, part.priority)
             fetched = Fetched(part, record.offset(), message)
             part.buffered += 1
+            if part.suspect is not None and self._hold(fetched):
+                continue
             if part.role == _LANE:
-                if part.priority:
+                priority = part.priority
+                if priority:
                     self._waiting_lanes.discard(part)
-                ready[part.priority].append(fetched)
+                    if priority > self._highest:
+                        self._highest = priority
+                ready[priority].append(fetched)
                 limit = PAUSE_AT
             else:
                 due = message.not_before
                 if due is not None and due > now:
                     heapq.heappush(self._delayed, (due, next(self._order), fetched))
                 else:
-                    ready[message.priority].append(fetched)
+                    self._make_ready(fetched)
                 limit = LOOKAHEAD
             if part.buffered >= limit and not part.paused:
                 part.paused = True
                 pause.append(part)
         if pause:
-            self._commands.put(("pause", [p.topic_partition() for p in pause]))
+            self._commands.put(("pause", [p.topic_partition() for p in pause], None))
         self._wakeup.set()
+
+    def _hold(self, fetched: Fetched) -> bool:
+        """Keep a record of a partition whose previous owner crashed out of the lanes."""
+        part = fetched.part
+        suspect = part.suspect
+        if suspect is not None and fetched.offset <= suspect.delivered:
+            fetched.earlier = suspect.deliveries_of(fetched.offset)
+            message = fetched.message
+            fetched.message = replace(message, attempt=message.attempt + fetched.earlier)
+            part.suspects.append(fetched)
+        else:
+            part.held.append(fetched)
+        self._probing.add(part)
+        return True
+
+    def _route(self, fetched: Fetched, now: float) -> None:
+        due = fetched.message.not_before
+        if fetched.part.role != _LANE and due is not None and due > now:
+            heapq.heappush(self._delayed, (due, next(self._order), fetched))
+        else:
+            self._make_ready(fetched)
+
+    def _next_suspect(self) -> tuple[Fetched | None, Partition | None, float | None]:
+        """A suspect record to deliver (alone in its partition), a partition whose head
+        suspect needs its probe mark first, and the seconds until a suspect is due."""
+        wait: float | None = None
+        now = time.time()
+        for part in list(self._probing):
+            if part.revoked:
+                self._probing.discard(part)
+            elif part.deliveries:
+                continue  # one suspect at a time, so a crash blames only that one
+            elif not part.suspects:
+                self._probing.discard(part)
+                part.suspect = None
+                for fetched in part.held:
+                    self._route(fetched, now)
+                part.held.clear()
+            else:
+                head = part.suspects[0]
+                due = head.message.not_before
+                if due is not None and due > now:
+                    wait = due - now if wait is None else min(wait, due - now)
+                elif part.probed != head.offset:
+                    return None, part, None
+                else:
+                    part.suspects.popleft()
+                    return head, None, None
+        return None, None, wait
+
+    async def _mark_probe(self, part: Partition) -> None:
+        """Make durable that ``part``'s head suspect is delivered once more."""
+        head = part.suspects[0]
+        done: Future[None] = Future()
+        key = [((part.topic, part.partition), head.offset, head.earlier + 1)]
+        self._commands.put(("probe", key, done))
+        await asyncio.wrap_future(done)
+        part.probed = head.offset
+        part.marked = max(part.marked, head.offset)
 
     def _take(self) -> tuple[Fetched | None, float | None]:
         """The next record to deliver, or (None, seconds until one may be due)."""
@@ -322,11 +432,12 @@ class KafkaSubscription(Subscription):
             while delayed and delayed[0][0] <= now:
                 _, _, fetched = heapq.heappop(delayed)
                 if not fetched.part.revoked:
-                    self._ready[fetched.message.priority].append(fetched)
+                    self._make_ready(fetched)
             if delayed:
                 wait = delayed[0][0] - now
-        for priority in range(len(self._ready) - 1, -1, -1):
+        for priority in range(self._highest, -1, -1):
             lane = self._ready[priority]
+            self._highest = priority  # every lane above is empty
             while lane:
                 fetched = lane[0]
                 if fetched.part.revoked:
@@ -335,9 +446,18 @@ class KafkaSubscription(Subscription):
                 if self._waiting_lanes and self._must_wait_for(priority):
                     settle = self._settle_until - time.monotonic()
                     return None, settle if wait is None else min(wait, settle)
+                if fetched.offset > fetched.part.marked:
+                    self._unmarked = fetched
+                    return None, None
                 lane.popleft()
                 return fetched, None
         return None, wait
+
+    def _make_ready(self, fetched: Fetched) -> None:
+        priority = fetched.message.priority
+        self._ready[priority].append(fetched)
+        if priority > self._highest:
+            self._highest = priority
 
     def _must_wait_for(self, priority: int) -> bool:
         if time.monotonic() >= self._settle_until:
@@ -354,9 +474,22 @@ class KafkaSubscription(Subscription):
                 raise self._error
             wait: float | None = None
             if self._unsettled < self._prefetch:
-                fetched, wait = self._take()
+                if self._probing:
+                    fetched, probe, wait = self._next_suspect()
+                    if probe is not None:
+                        await self._mark_probe(probe)
+                        continue
+                    if fetched is not None:
+                        return self._deliver(fetched)
+                fetched, lanes_wait = self._take()
                 if fetched is not None:
                     return self._deliver(fetched)
+                unmarked, self._unmarked = self._unmarked, None
+                if unmarked is not None:
+                    await self._mark(unmarked.part, unmarked.offset)
+                    continue
+                if lanes_wait is not None:
+                    wait = lanes_wait if wait is None else min(wait, lanes_wait)
             try:
                 async with asyncio.timeout(wait):
                     await self._wakeup.wait()
@@ -368,11 +501,40 @@ class KafkaSubscription(Subscription):
         part.buffered -= 1
         if part.paused and part.buffered <= RESUME_AT:
             part.paused = False
-            self._commands.put(("resume", [part.topic_partition()]))
+            self._commands.put(("resume", [part.topic_partition()], None))
+        if (
+            part.marking < fetched.offset + MARK_AHEAD // 2
+            and part.ledger.highest > part.marking
+            and part.suspect is None
+        ):
+            self._request_mark(part, fetched.offset)  # before it is needed
         delivery = KafkaDelivery(self, fetched)
         part.deliveries.add(delivery)
         self._unsettled += 1
         return delivery
+
+    def _request_mark(self, part: Partition, offset: int) -> asyncio.Future[None]:
+        """Ask the consumer thread to mark ``part`` up to ``offset`` and a stretch ahead."""
+        if part.mark_done is not None and not part.mark_done.done() and part.marking >= offset:
+            return part.mark_done
+        target = max(offset, min(offset + MARK_AHEAD, part.ledger.highest))
+        done: Future[None] = Future()
+        position = part.ledger.position if part.ledger.position is not None else offset
+        self._commands.put(("mark", [((part.topic, part.partition), target, position)], done))
+        part.marking = max(part.marking, target)
+        waiter = asyncio.wrap_future(done)
+
+        def marked(_: object) -> None:
+            part.marked = max(part.marked, target)
+            self._wakeup.set()
+
+        waiter.add_done_callback(marked)
+        part.mark_done = waiter
+        return waiter
+
+    async def _mark(self, part: Partition, offset: int) -> None:
+        """Wait until records of ``part`` up to ``offset`` may be delivered."""
+        await asyncio.shield(self._request_mark(part, offset))
 
     def settle(self, delivery: KafkaDelivery) -> None:
         """Mark ``delivery`` handled: its offset may be committed once its prefix is."""
@@ -397,15 +559,15 @@ class KafkaSubscription(Subscription):
                 part.ledger.committed(position)
                 offsets.append(part.topic_partition(position))
         if offsets:
-            self._commands.put(("commit", offsets))
+            self._commands.put(("commit", offsets, None))
 
-    async def release(self, deliveries: Iterable[KafkaDelivery]) -> None:
+    async def release(self, deliveries: Iterable[KafkaDelivery]) -> bool:
         """Give unsettled deliveries back to the group now: re-produce each to the retry
         topic with ``attempt + 1`` and settle it. If that fails they stay unsettled, and the
         group redelivers them from the last committed offset."""
         pending = [d for d in deliveries if not d.settled]
         if not pending:
-            return
+            return True
         records = [
             to_record(replace(d.message, attempt=d.message.attempt + 1), self.retry_topic)
             for d in pending
@@ -416,10 +578,11 @@ class KafkaSubscription(Subscription):
             log.warning("releasing %d message(s) of %s: %s", len(pending), self.topic, exc)
             for delivery in pending:
                 self._release_locally(delivery)
-            return
+            return False
         for delivery in pending:
             delivery.fetched.released = True
             self.settle(delivery)
+        return True
 
     def _release_locally(self, delivery: KafkaDelivery) -> None:
         """Forget ``delivery`` without committing past it (Kafka redelivers it)."""
@@ -436,8 +599,21 @@ class KafkaSubscription(Subscription):
         self._wakeup.set()
 
     def _thread_finished(self) -> None:
+        while True:  # nobody will apply what is left: release whoever waits for it
+            try:
+                _, _, done = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            if done is not None:
+                with contextlib.suppress(InvalidStateError):
+                    done.set_result(None)
         if not self._thread_done.done():
             self._thread_done.set_result(None)
+
+    @property
+    def broker_closed(self) -> bool:
+        """Whether the broker of this subscription was closed (settling then fails)."""
+        return self._broker_closed
 
     def check_open_broker(self) -> None:
         """Raise :class:`BrokerUnavailable` once the broker of this subscription closed."""
@@ -487,8 +663,11 @@ class KafkaSubscription(Subscription):
         for lane in self._ready:
             lane.clear()
         self._delayed.clear()
+        self._probing.clear()
         for part in self._parts.values():
             part.buffered = 0
+            part.suspects.clear()
+            part.held.clear()
 
     async def _shutdown(self) -> None:
         if self._commit_timer is not None:

@@ -1,0 +1,152 @@
+"""Crash-safe attempt counts, kept in the metadata of the group's committed offsets.
+
+Kafka remembers nothing about a delivery that was never committed, so a consumer that is
+killed while handling a message would leave no trace, and the message would come back with
+the same attempt forever. Before a record is handed to a handler, its offset must be covered
+by a *mark*: the partition's position committed again (synchronously) with the metadata
+``qk1:d=<X>``, "records up to offset X may have been delivered". Marks reach ahead
+(``MARK_AHEAD`` records, requested before they are needed), so a busy partition pays one
+commit per few hundred messages and rarely waits for one. A graceful hand-over (revoke,
+close) settles or releases everything and clears the mark.
+
+The next owner of the partition reads the committed offset C and the mark. If ``X >= C``,
+the records C..X were delivered and never settled: the previous owner died. They are handled
+*one at a time* ("probing"), each with attempt + its earlier deliveries, and before each one
+the consumer commits ``qk1:d=<X>:p=<offset>:n=<deliveries>``. A message that kills its
+consumer every time therefore counts one more attempt per crash (and reaches the worker's
+dead-letter limit), while the messages beside it are not blamed for it. A record marked but
+never handed to a handler before the crash is counted once too many (attempt 2 on its first
+real delivery): the price of marking ahead instead of one commit per message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import TopicPartition
+
+Key = tuple[str, int]
+PREFIX = "qk1"
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """What the last owner of a partition delivered and had not settled."""
+
+    delivered: int
+    probe_offset: int = -1
+    probe_count: int = 0
+
+    def encode(self) -> str:
+        text = f"{PREFIX}:d={self.delivered}"
+        if self.probe_offset >= 0:
+            text += f":p={self.probe_offset}:n={self.probe_count}"
+        return text
+
+    @classmethod
+    def parse(cls, text: str | None) -> Mark | None:
+        """The mark in commit metadata ``text``, or None (absent, cleared or foreign)."""
+        if not text or not text.startswith(PREFIX + ":"):
+            return None
+        fields: dict[str, int] = {}
+        for part in text.split(":")[1:]:
+            name, _, value = part.partition("=")
+            try:
+                fields[name] = int(value)
+            except ValueError:
+                return None
+        if "d" not in fields:
+            return None
+        return cls(fields["d"], fields.get("p", -1), fields.get("n", 0))
+
+    def deliveries_of(self, offset: int) -> int:
+        """How often the record at ``offset`` (within the mark) was delivered before."""
+        return self.probe_count if offset == self.probe_offset else 1
+
+
+class MarkBook:
+    """The consumer thread's view of positions and marks (used by that thread only)."""
+
+    def __init__(self) -> None:
+        self._assigned: set[Key] = set()
+        self._positions: dict[Key, int] = {}
+        self._marks: dict[Key, Mark] = {}
+
+    def assigned(self, committed: list[Any]) -> dict[Key, Mark]:
+        """Take in the committed offsets of new partitions; return the marks of those whose
+        previous owner died with delivered, unsettled records."""
+        suspects: dict[Key, Mark] = {}
+        for tp in committed:
+            key = (tp.topic, tp.partition)
+            self._assigned.add(key)
+            mark = Mark.parse(tp.metadata)
+            if tp.offset < 0:
+                continue
+            self._positions[key] = tp.offset
+            if mark is not None and mark.delivered >= tp.offset:
+                self._marks[key] = mark
+                suspects[key] = mark
+        return suspects
+
+    def hand_back(self, keys: list[Key], offsets: list[Any], *, clear: bool) -> list[Any]:
+        """The final commits of partitions being revoked: ``offsets`` (the handled prefixes)
+        plus a commit for every other partition that still carries a mark, so that records
+        fetched but dropped unhandled are not taken for a crash. ``clear`` (every delivered
+        record was settled or released) drops the marks."""
+        given = {(tp.topic, tp.partition) for tp in offsets}
+        extra = [
+            TopicPartition(key[0], key[1], self._positions[key])
+            for key in keys
+            if key not in given and key in self._marks and key in self._positions
+        ]
+        return self.with_marks([*offsets, *extra], clear=clear)
+
+    def forget(self, keys: list[Key]) -> None:
+        for key in keys:
+            self._assigned.discard(key)
+            self._positions.pop(key, None)
+            self._marks.pop(key, None)
+
+    def mark(self, key: Key, delivered: int, position: int) -> Any:
+        """The commit recording that records up to ``delivered`` may be handed to handlers
+        (``position``: where the partition starts if nothing was committed yet); None if
+        the partition is no longer assigned."""
+        if key not in self._assigned:
+            return None
+        old = self._marks.get(key)
+        position = self._positions.setdefault(key, position)
+        if old is None or old.probe_offset < position:
+            mark = Mark(max(delivered, old.delivered if old else -1))
+        else:
+            mark = Mark(max(delivered, old.delivered), old.probe_offset, old.probe_count)
+        self._marks[key] = mark
+        return TopicPartition(key[0], key[1], position, metadata=mark.encode())
+
+    def probe(self, key: Key, offset: int, count: int) -> Any:
+        """The commit recording that ``offset`` is delivered for the ``count``-th time (None
+        if the partition is no longer assigned)."""
+        if key not in self._assigned:
+            return None
+        mark = self._marks.get(key) or Mark(offset)
+        mark = Mark(max(mark.delivered, offset), offset, count)
+        self._marks[key] = mark
+        position = self._positions.setdefault(key, offset)
+        return TopicPartition(key[0], key[1], position, metadata=mark.encode())
+
+    def with_marks(self, offsets: list[Any], *, clear: bool = False) -> list[Any]:
+        """``offsets`` to commit, carrying each partition's mark (or none when ``clear``)."""
+        marked = []
+        for tp in offsets:
+            key = (tp.topic, tp.partition)
+            position = max(tp.offset, self._positions.get(key, tp.offset))
+            self._positions[key] = position
+            mark = None if clear else self._marks.get(key)
+            if mark is not None and mark.delivered < position:
+                mark = None  # everything delivered is settled
+            if mark is None:
+                self._marks.pop(key, None)
+                marked.append(TopicPartition(tp.topic, tp.partition, position))
+            else:
+                marked.append(TopicPartition(tp.topic, tp.partition, position, mark.encode()))
+        return marked
