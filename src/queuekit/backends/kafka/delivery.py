@@ -21,7 +21,8 @@ from queuekit.broker import Delivery
 from queuekit.message import Message, dead_letter_headers, dlq_topic
 
 if TYPE_CHECKING:
-    from queuekit.backends.kafka.subscription import Fetched, KafkaSubscription
+    from queuekit.backends.kafka.partition import Fetched
+    from queuekit.backends.kafka.subscription import KafkaSubscription
 
 _OPEN, _SETTLING, _SETTLED = 0, 1, 2
 
