@@ -15,6 +15,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Coroutine
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, Protocol
@@ -28,7 +29,9 @@ from queuekit.errors import ConnectionLost, QueuekitError
 log = logging.getLogger(__name__)
 
 CONSUME_BATCH = 1000
-CONSUME_TIMEOUT = 0.1  # seconds the thread blocks in consume(); bounds command latency
+CONSUME_TIMEOUT = 0.1  # seconds the thread blocks in consume() when idle
+BUSY_CONSUME_TIMEOUT = 0.002  # ... while commands keep coming (marks wait for the thread)
+BUSY_FOR = 1.0  # seconds after the last command that the thread stays quick to answer
 COMMITTED_TIMEOUT = 30.0  # seconds to read committed offsets on an assignment
 
 Command = tuple[str, list[Any], "Future[None] | None"]
@@ -75,6 +78,7 @@ class ConsumerThread:
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self._book = MarkBook()  # this thread's only
         self._stopping = False
+        self._last_command = 0.0
         try:
             self._consumer = Consumer(config)
         except KafkaException as exc:
@@ -94,6 +98,7 @@ class ConsumerThread:
     def command(self, name: str, args: list[Any], done: Future[None] | None = None) -> None:
         """Queue ``commit`` / ``mark`` / ``probe`` / ``pause`` / ``resume`` for the thread;
         ``done`` is resolved once it was applied (or the thread ended)."""
+        self._last_command = time.monotonic()
         self._commands.put((name, args, done))
 
     def release_waiters(self) -> None:
@@ -119,8 +124,10 @@ class ConsumerThread:
             )
             while not self._stopping:
                 self._apply_commands()
+                busy = time.monotonic() - self._last_command < BUSY_FOR
+                timeout = BUSY_CONSUME_TIMEOUT if busy else CONSUME_TIMEOUT
                 try:
-                    records = consumer.consume(CONSUME_BATCH, CONSUME_TIMEOUT)
+                    records = consumer.consume(CONSUME_BATCH, timeout)
                 except KafkaException as exc:
                     error = to_broker_error(exc, f"consuming {owner.topic}")
                     self._call(owner.fail, ConnectionLost(str(error)))

@@ -47,7 +47,7 @@ PAUSE_AT = 10000  # waiting lane records of one partition before it is paused (r
 RESUME_AT = 5000
 LOOKAHEAD = 1000  # delayed records of one partition held while waiting to be due
 COMMIT_DELAY = 0.05  # seconds acks are gathered before their offsets are committed
-MARK_AHEAD = 512  # records a crash-safety mark reaches beyond the one about to be delivered
+MARK_AHEAD = 1024  # records a crash-safety mark reaches beyond the one about to be delivered
 
 
 class KafkaSubscription(Subscription):
