@@ -26,6 +26,7 @@ from queuekit.backends.kafka.delivery import KafkaDelivery
 from queuekit.backends.kafka.naming import base_topics, group_id, retry_topic
 from queuekit.backends.kafka.offsets import OffsetLedger
 from queuekit.broker import Delivery
+from queuekit.errors import BrokerUnavailable
 from queuekit.message import Message
 from queuekit.settings import Settings
 from queuekit.testing.conformance import (
@@ -121,6 +122,17 @@ def test_settings_build_a_kafka_broker() -> None:
     broker = create_broker(settings)
     assert isinstance(broker, KafkaBroker)
     assert (broker.bootstrap_servers, broker.partitions) == ("k1:9092,k2:9092", 6)
+
+
+async def test_an_unreachable_cluster_is_reported_as_unavailable() -> None:
+    # Given a broker pointed at a port where no Kafka listens
+    broker = KafkaBroker("127.0.0.1:1")
+
+    # When it connects, Then it says the cluster is unavailable
+    with pytest.raises(BrokerUnavailable, match="unavailable"):
+        await broker.connect()
+    with pytest.raises(BrokerUnavailable, match="not connected"):
+        await broker.publish([Message.build("t", 1)])
 
 
 def test_visibility_timeout_maps_onto_the_group_session() -> None:

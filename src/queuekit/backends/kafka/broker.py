@@ -190,6 +190,7 @@ class KafkaBroker(Broker, Admin):
             consumer_config=self.consumer_config(topic, group),
             producer=producer,
             grace=self.visibility_timeout,
+            on_closed=self._subscriptions.discard,
         )
         self._subscriptions.add(subscription)
         return subscription

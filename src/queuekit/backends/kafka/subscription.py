@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
@@ -62,6 +62,7 @@ class KafkaSubscription(Subscription):
         consumer_config: dict[str, Any],
         producer: AsyncProducer,
         grace: float,
+        on_closed: Callable[[KafkaSubscription], None] | None = None,
     ) -> None:
         self.topic = topic
         self.group = group
@@ -69,6 +70,7 @@ class KafkaSubscription(Subscription):
         self.retry_topic = retry_topic(topic, group)
         self._prefetch = prefetch
         self._grace = grace
+        self._on_closed = on_closed
         self._roles: dict[str, tuple[str, int]] = {
             lane_topic(topic, p): (LANE, p) for p in PRIORITIES
         }
@@ -382,6 +384,8 @@ class KafkaSubscription(Subscription):
         self._flush_commits()
         self._thread.stop()
         await asyncio.shield(self._thread_done)
+        if self._on_closed is not None:
+            self._on_closed(self)
 
     def local_counts(self) -> tuple[int, int]:
         """``(in flight from lanes, in flight from delay/retry topics)`` of this member."""
