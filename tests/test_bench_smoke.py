@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 
 QUEUEKIT = str(Path(sys.executable).with_name("queuekit"))
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_queuekit_bench_prints_sane_json_on_sqlite(tmp_path: Path) -> None:
@@ -56,3 +57,30 @@ def test_queuekit_bench_rejects_a_bad_count_in_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert b"count must be an integer >= 1" in done.stderr
     assert b"Traceback" not in done.stderr
+
+
+def test_harness_runs_sqlite_side_by_side_and_writes_results(tmp_path: Path) -> None:
+    # Given the benchmark harness limited to SQLite, one tiny round, no peers
+    argv = [sys.executable, "-m", "benchmarks", "--only", "sqlite", "--count", "100"]
+    argv += ["--rounds", "1", "--skip-peers", "--results-dir", str(tmp_path)]
+
+    # When it runs
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, timeout=55, check=False)
+
+    # Then it prints the table with both sides and writes the figures and the environment
+    assert done.returncode == 0, done.stderr.decode()
+    output = done.stdout.decode()
+    assert "raw sqlite3" in output
+    assert "queuekit" in output
+    (results,) = tmp_path.glob("*.json")
+    figures = orjson.loads(results.read_bytes())
+    rows = {row["side"]: row for row in figures["rows"]}
+    assert set(rows) == {"raw sqlite3", "queuekit"}
+    for row in rows.values():
+        assert row["failures"] == []
+        assert row["median"] > 0
+        assert row["peak_rss_mib"] > 0
+    assert rows["raw sqlite3"]["rate_ratio"] > 0
+    assert figures["environment"]["machine"]["cores"] >= 1
+    assert "queuekit" in figures["environment"]["libraries"]
+    assert results.with_suffix(".md").read_text().startswith("# queuekit benchmarks")

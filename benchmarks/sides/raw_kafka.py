@@ -1,0 +1,106 @@
+"""Kafka by hand at its best: confluent-kafka, idempotent producer with acks=all.
+
+Producer thread: ``produce`` every message (librdkafka batches them), ``flush`` at the end
+(every delivery report awaited). Consumer thread: in a consumer group, ``consume`` batches of
+up to PREFETCH records, handle them, commit the batch's offsets asynchronously (after
+handling). The consumer has joined its group and seen the warm-up before the clock starts.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from benchmarks.workload import (
+    KAFKA_BOOTSTRAP,
+    KAFKA_PARTITIONS,
+    PAYLOAD,
+    PREFETCH,
+    WARMUP,
+    Stopwatch,
+    handle,
+    report,
+    unique_name,
+)
+
+
+def produce(producer: Producer, topic: str, count: int) -> None:
+    failures: list[object] = []
+
+    def on_delivery(error: object, _record: object) -> None:
+        if error is not None:
+            failures.append(error)
+
+    for _ in range(count):
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    PAYLOAD,
+                    headers=[("id", uuid.uuid4().hex.encode())],
+                    on_delivery=on_delivery,
+                )
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    producer.flush()
+    if failures:
+        raise RuntimeError(f"{len(failures)} publishes failed: {failures[:3]}")
+
+
+def consume(consumer: Consumer, count: int) -> None:
+    handled = 0
+    while handled < count:
+        records = [r for r in consumer.consume(PREFETCH, 0.005) if r.error() is None]
+        for record in records:
+            handle(record.value())
+        if records:
+            consumer.commit(asynchronous=True)
+        handled += len(records)
+
+
+def one_pass(producer: Producer, consumer: Consumer, topic: str, count: int) -> float:
+    clock = Stopwatch()
+    clock.start()
+    reader = threading.Thread(target=consume, args=(consumer, count))
+    reader.start()
+    produce(producer, topic, count)
+    reader.join()
+    clock.stop()
+    return clock.seconds
+
+
+def run(count: int) -> None:
+    topic = unique_name("raw")
+    admin = AdminClient({"bootstrap.servers": KAFKA_BOOTSTRAP})
+    for future in admin.create_topics([NewTopic(topic, num_partitions=KAFKA_PARTITIONS)]).values():
+        future.result()
+    producer = Producer(
+        {
+            "bootstrap.servers": KAFKA_BOOTSTRAP,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 2,
+            "batch.num.messages": 10000,
+        }
+    )
+    consumer = Consumer(
+        {
+            "bootstrap.servers": KAFKA_BOOTSTRAP,
+            "group.id": f"{topic}.bench",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic])
+    try:
+        one_pass(producer, consumer, topic, WARMUP)
+        report(count, one_pass(producer, consumer, topic, count))
+    finally:
+        consumer.close()
+        for future in admin.delete_topics([topic]).values():
+            future.result()
