@@ -102,6 +102,8 @@ def raw_round(count: int) -> Rates:
             consumer.commit(asynchronous=True)
     finished = time.perf_counter()
     consumer.close()
+    for future in admin.delete_topics([topic]).values():
+        future.result()
     return publish_rate, count / (finished - started), count / (finished - began)
 
 
@@ -132,6 +134,7 @@ async def queuekit_round(count: int) -> Rates:
                 break
         finished = time.perf_counter()
         await sub.close()
+        await broker.delete_topic(topic)
     return publish_rate, count / (finished - started), count / (finished - began)
 
 

@@ -59,6 +59,9 @@ async def kafka() -> AsyncIterator[Callable[..., KafkaBroker]]:
     yield make  # type: ignore[misc]
     for broker in reversed(made):
         await broker.close()
+    async with KafkaBroker(BOOTSTRAP) as cleaner:  # unique topics: do not pile them up
+        for topic in set().union(*(broker.used_topics for broker in made)):
+            await cleaner.delete_topic(topic)
 
 
 def committed_offsets(topic: str, group: str) -> dict[tuple[str, int], int]:

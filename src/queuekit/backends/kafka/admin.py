@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -26,7 +27,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # both are re
     OffsetSpec,
 )
 
-from queuekit.backends.kafka.errors import to_broker_error
+from queuekit.backends.kafka.errors import is_unavailable, to_broker_error
 from queuekit.backends.kafka.naming import (
     RETRY_SUFFIX,
     base_topics,
@@ -35,6 +36,7 @@ from queuekit.backends.kafka.naming import (
     group_of,
     lane_topics,
     retry_topic,
+    topic_family,
 )
 from queuekit.backends.kafka.producer import MAX_RECORD_BYTES, AsyncProducer
 from queuekit.backends.kafka.records import OutRecord, from_record, to_record
@@ -42,6 +44,8 @@ from queuekit.broker import GroupStats, TopicStats
 from queuekit.message import DEFAULT_GROUP, DeadLetter, dlq_topic, parse_dead_letter
 
 REQUEST_TIMEOUT = 15.0
+LEADER_POLL = 0.05  # seconds between looks at partition leadership
+OFFSET_ATTEMPTS = 6
 READ_IDLE_TIMEOUT = 5.0  # seconds without progress before a dead-letter read gives up
 
 Key = tuple[str, int]
@@ -112,10 +116,60 @@ class KafkaAdmin:
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise to_broker_error(exc, f"creating topic {name}") from exc
-            self._known.add(name)
+        await self._wait_for_leaders(missing)
+        self._known.update(missing)
+
+    async def _wait_for_leaders(self, names: list[str]) -> None:
+        """Wait until every partition of ``names`` has a leader: right after CreateTopics
+        the cluster may still answer "not leader" to offset requests and fetches."""
+        deadline = time.monotonic() + REQUEST_TIMEOUT
+        while True:
+            try:
+                metadata = await asyncio.to_thread(
+                    self._client.list_topics, timeout=REQUEST_TIMEOUT
+                )
+            except KafkaException as exc:
+                raise to_broker_error(exc, "reading cluster metadata") from exc
+            pending = [
+                name
+                for name in names
+                if (topic := metadata.topics.get(name)) is None
+                or topic.error is not None
+                or not topic.partitions
+                or any(p.leader < 0 for p in topic.partitions.values())
+            ]
+            if not pending or time.monotonic() > deadline:
+                return
+            await asyncio.sleep(LEADER_POLL)
 
     async def list_topics(self) -> list[str]:
         return base_topics(await self.cluster_topics())
+
+    async def delete_topic(self, topic: str) -> None:
+        """Delete ``topic`` with its lanes, delay, retry and dead-letter topics and groups."""
+        cluster = await self.cluster_topics()
+        family = set(topic_family(topic))
+        names = [
+            name
+            for name in cluster
+            if name in family or (name.startswith(topic + ".") and name.endswith(RETRY_SUFFIX))
+        ]
+        if names:
+            futures = self._client.delete_topics(names, operation_timeout=REQUEST_TIMEOUT)
+            for future in futures.values():
+                try:
+                    await asyncio.wrap_future(future)
+                except KafkaException as exc:
+                    if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                        raise to_broker_error(exc, f"deleting the topics of {topic}") from exc
+        self._known.difference_update(names)
+        groups = [group_id(topic, group) for group in await self.groups_of(topic)]
+        if groups:
+            futures = self._client.delete_consumer_groups(groups, request_timeout=REQUEST_TIMEOUT)
+            for future in futures.values():
+                # A group that still has members is kept; it empties when they leave.
+                with contextlib.suppress(KafkaException):
+                    await asyncio.wrap_future(future)
 
     async def watermarks(self, keys: Sequence[Key]) -> dict[Key, Watermarks]:
         """Log start and end offsets of ``keys``, in two requests."""
@@ -123,12 +177,22 @@ class KafkaAdmin:
             return {}
 
         async def offsets(spec: Any) -> dict[Key, int]:
-            request = {TopicPartition(t, p): spec for t, p in keys}
-            futures = self._client.list_offsets(request, request_timeout=REQUEST_TIMEOUT)
-            return {
-                (tp.topic, tp.partition): (await _wait(f, "listing offsets")).offset
-                for tp, f in futures.items()
-            }
+            # Leadership moves (topic just created, broker restarting) answer "not leader"
+            # for a moment: ask again, a bounded number of times.
+            for attempt in range(OFFSET_ATTEMPTS):
+                request = {TopicPartition(t, p): spec for t, p in keys}
+                futures = self._client.list_offsets(request, request_timeout=REQUEST_TIMEOUT)
+                try:
+                    return {
+                        (tp.topic, tp.partition): (await asyncio.wrap_future(f)).offset
+                        for tp, f in futures.items()
+                    }
+                except KafkaException as exc:
+                    retriable = exc.args[0].retriable() or is_unavailable(exc)
+                    if not retriable or attempt == OFFSET_ATTEMPTS - 1:
+                        raise to_broker_error(exc, "listing offsets") from exc
+                await asyncio.sleep(LEADER_POLL * (attempt + 1))
+            raise AssertionError("unreachable")
 
         lows = await offsets(OffsetSpec.earliest())  # type: ignore[no-untyped-call]
         highs = await offsets(OffsetSpec.latest())  # type: ignore[no-untyped-call]

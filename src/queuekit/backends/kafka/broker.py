@@ -86,6 +86,7 @@ class KafkaBroker(Broker, Admin):
         self._producer: AsyncProducer | None = None
         self._admin: KafkaAdmin | None = None
         self._subscriptions: set[KafkaSubscription] = set()
+        self._used: set[str] = set()
 
     # ------------------------------------------------------------------ connection
 
@@ -172,6 +173,7 @@ class KafkaBroker(Broker, Admin):
                 target = topic
             records.append(to_record(message, target, now_ms))
         await admin.ensure_topics(name for topic in topics for name in topic_family(topic))
+        self._used.update(topics)
         await producer.send(records)
 
     async def subscribe(
@@ -183,6 +185,7 @@ class KafkaBroker(Broker, Admin):
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
             raise ValueError("prefetch must be a positive integer")
         await admin.ensure_topics([*topic_family(topic), retry_topic(topic, group)])
+        self._used.add(topic)
         subscription = KafkaSubscription(
             topic=topic,
             group=group,
@@ -194,6 +197,11 @@ class KafkaBroker(Broker, Admin):
         )
         self._subscriptions.add(subscription)
         return subscription
+
+    @property
+    def used_topics(self) -> frozenset[str]:
+        """The queuekit topics this instance published to or subscribed to."""
+        return frozenset(self._used)
 
     # ------------------------------------------------------------------ Admin
 
@@ -208,6 +216,12 @@ class KafkaBroker(Broker, Admin):
 
     async def list_topics(self) -> list[str]:
         return await self._connected()[1].list_topics()
+
+    async def delete_topic(self, topic: str) -> None:
+        """Delete every Kafka topic and consumer group of ``topic`` (Kafka-only operation:
+        its messages, retries and dead letters are gone for every group)."""
+        _, admin = self._connected()
+        await admin.delete_topic(validate_topic(topic))
 
     async def topic_stats(self, topic: str) -> TopicStats:
         _, admin = self._connected()
