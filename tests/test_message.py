@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any
@@ -224,6 +225,43 @@ def test_a_message_is_immutable_and_with_attempt_copies() -> None:
     assert second.id == message.id
     with pytest.raises(AttributeError):
         message.attempt = 3  # type: ignore[misc]
+
+
+def test_restore_sets_every_field_like_the_dataclass_constructor() -> None:
+    # Given a value for every field of a message
+    values: dict[str, Any] = {
+        "topic": "orders",
+        "payload": b'{"n":1}',
+        "id": "id-1",
+        "headers": {"trace-id": "t-1"},
+        "key": "k",
+        "priority": 7,
+        "not_before": 123.5,
+        "attempt": 3,
+        "created_at": 100.25,
+    }
+    assert set(values) == {f.name for f in dataclasses.fields(Message)}
+
+    # When a backend restores a message from them (the fast path)
+    restored = Message.restore(**values)
+
+    # Then it equals the one the dataclass constructor builds, and is just as immutable
+    assert restored == Message(**values)
+    with pytest.raises(AttributeError):
+        restored.topic = "other"  # type: ignore[misc]
+
+
+def test_with_attempt_keeps_every_other_field() -> None:
+    # Given a message with every optional field set
+    message = Message.build(
+        "orders", {"n": 1}, headers={"h": "v"}, key="k", priority=4, delay=60, message_id="m"
+    )
+
+    # When only its attempt changes
+    copy = message.with_attempt(5)
+
+    # Then the copy is the message with that attempt
+    assert copy == dataclasses.replace(message, attempt=5)
 
 
 # -- dead-letter headers ------------------------------------------------------------------------

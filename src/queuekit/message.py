@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -34,8 +34,12 @@ RESERVED_HEADER_PREFIX = "x-dlq-"
 
 
 def new_message_id() -> str:
-    """A fresh, globally unique message id (32 hex characters)."""
-    return uuid.uuid4().hex
+    """A fresh, globally unique message id (32 hex characters).
+
+    128 random bits from the OS (as many as a UUID4 has 122 of), without building a UUID
+    object: a quarter of the cost, and fork-safe since nothing is cached in the process.
+    """
+    return os.urandom(16).hex()
 
 
 def validate_topic(topic: str) -> str:
@@ -145,16 +149,38 @@ class Message:
                     f"header {name!r}: names starting with {RESERVED_HEADER_PREFIX!r} are reserved"
                 )
         now = time.time()
-        return cls(
-            topic=topic,
-            payload=codec.encode(payload),
-            id=message_id or new_message_id(),
-            headers=clean_headers,
-            key=key,
-            priority=priority,
-            not_before=now + delay if delay else None,
-            created_at=now,
+        return _restore(
+            topic,
+            codec.encode(payload),
+            message_id or new_message_id(),
+            clean_headers,
+            key,
+            priority,
+            now + delay if delay else None,
+            1,
+            now,
         )
+
+    @staticmethod
+    def restore(
+        topic: str,
+        payload: bytes,
+        id: str,
+        headers: Mapping[str, str],
+        key: str | None,
+        priority: int,
+        not_before: float | None,
+        attempt: int,
+        created_at: float,
+    ) -> Message:
+        """A message from fields a backend stored, every one given, nothing validated.
+
+        The fast constructor for backends rebuilding messages they hold (about a quarter of
+        the cost of ``Message(...)``, whose frozen ``__init__`` goes through
+        ``object.__setattr__`` per field). Fields must already be valid: use
+        :meth:`build` for anything that comes from a user.
+        """
+        return _restore(topic, payload, id, headers, key, priority, not_before, attempt, created_at)
 
     def json(self) -> Any:
         """The payload decoded from JSON (raises :class:`InvalidMessage` if it is not JSON)."""
@@ -162,7 +188,69 @@ class Message:
 
     def with_attempt(self, attempt: int) -> Message:
         """A copy of this message with ``attempt`` set (backends call this on delivery)."""
-        return replace(self, attempt=attempt)
+        return _restore(
+            self.topic,
+            self.payload,
+            self.id,
+            self.headers,
+            self.key,
+            self.priority,
+            self.not_before,
+            attempt,
+            self.created_at,
+        )
+
+
+# Message stays a frozen dataclass (the memory backend shares one instance between groups and
+# deliveries, so an accidental write must fail), but its hot constructor writes the slots
+# through their descriptors, which bypass the frozen __setattr__ at a fraction of its cost.
+_RESTORED_FIELDS = (
+    "topic",
+    "payload",
+    "id",
+    "headers",
+    "key",
+    "priority",
+    "not_before",
+    "attempt",
+    "created_at",
+)
+_new = object.__new__
+(
+    _set_topic,
+    _set_payload,
+    _set_id,
+    _set_headers,
+    _set_key,
+    _set_priority,
+    _set_not_before,
+    _set_attempt,
+    _set_created_at,
+) = (vars(Message)[name].__set__ for name in _RESTORED_FIELDS)
+
+
+def _restore(
+    topic: str,
+    payload: bytes,
+    id: str,
+    headers: Mapping[str, str],
+    key: str | None,
+    priority: int,
+    not_before: float | None,
+    attempt: int,
+    created_at: float,
+) -> Message:
+    message: Message = _new(Message)
+    _set_topic(message, topic)
+    _set_payload(message, payload)
+    _set_id(message, id)
+    _set_headers(message, headers)
+    _set_key(message, key)
+    _set_priority(message, priority)
+    _set_not_before(message, not_before)
+    _set_attempt(message, attempt)
+    _set_created_at(message, created_at)
+    return message
 
 
 def check_priority(priority: int) -> int:
