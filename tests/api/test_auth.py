@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from api.support import api_client, assert_problem
-from queuekit.api.auth import ApiKeyAuth
+from queuekit.api.auth import ApiKeyAuth, bearer_token
 from queuekit.backends.memory import MemoryBroker
 from queuekit.settings import Settings
 
@@ -65,6 +65,39 @@ async def test_each_configured_key_is_accepted_either_way(secured: httpx.AsyncCl
         )
         assert (by_header.status_code, by_bearer.status_code) == (202, 202)
     assert (await secured.get("/topics", headers={"X-API-Key": KEYS[0]})).status_code == 200
+
+
+async def test_a_non_bearer_authorization_counts_as_no_key(secured: httpx.AsyncClient) -> None:
+    # When the key is sent with another scheme, or the Bearer scheme carries no token
+    for authorization in (f"Basic {KEYS[0]}", "Bearer", "Bearer   ", KEYS[0]):
+        response = await secured.post(
+            "/send", json=MESSAGE, headers={"Authorization": authorization}
+        )
+
+        # Then it is a 401 asking for a key (nothing was presented)
+        assert_problem(response, 401, "unauthorized")
+        assert response.headers["www-authenticate"] == 'Bearer realm="queuekit"', authorization
+
+
+async def test_the_x_api_key_header_wins_over_authorization(secured: httpx.AsyncClient) -> None:
+    # Given a request carrying a good X-API-Key and a wrong bearer token
+    headers = {"X-API-Key": KEYS[1], "Authorization": "Bearer wrong-key"}
+
+    # When it is posted, then the X-API-Key decides (as on the FastAPI routes)
+    assert (await secured.post("/send", json=MESSAGE, headers=headers)).status_code == 202
+    assert (await secured.get("/topics", headers=headers)).status_code == 200
+    # And the other way round, a wrong X-API-Key fails even with a good bearer token
+    swapped = {"X-API-Key": "wrong-key", "Authorization": f"Bearer {KEYS[1]}"}
+    assert_problem(await secured.post("/send", json=MESSAGE, headers=swapped), 401)
+    assert_problem(await secured.get("/topics", headers=swapped), 401)
+
+
+def test_bearer_tokens_are_read_as_fastapi_reads_them() -> None:
+    assert bearer_token("Bearer abc") == "abc"
+    assert bearer_token("bearer  abc ") == "abc"
+    assert bearer_token("BEARER abc def") == "abc def"
+    for not_bearer in (None, "", "Bearer", "Bearer ", "Basic abc", "abc", " Bearer abc"):
+        assert bearer_token(not_bearer) is None, not_bearer
 
 
 async def test_probes_metrics_docs_and_the_dashboard_page_stay_open(

@@ -112,6 +112,40 @@ async def test_openapi_documents_the_routes_bodies_and_problems(client: httpx.As
     }
 
 
+async def test_openapi_describes_both_send_operations_whole(client: httpx.AsyncClient) -> None:
+    # When the document is fetched
+    document = (await client.get("/openapi.json")).json()
+
+    # Then each send operation has its body, answer, Idempotency-Key, security and problems
+    schemes = document["components"]["securitySchemes"]
+    for path, request, response in (
+        ("/send", "SendRequest", "SendResponse"),
+        ("/send/batch", "SendBatchRequest", "SendBatchResponse"),
+    ):
+        operation = document["paths"][path]["post"]
+        assert list(document["paths"][path]) == ["post"]
+        body = operation["requestBody"]
+        assert body["required"] is True
+        assert body["content"]["application/json"]["schema"]["$ref"].endswith(f"/{request}")
+        accepted = operation["responses"]["202"]
+        assert accepted["content"]["application/json"]["schema"]["$ref"].endswith(f"/{response}")
+        assert "Idempotent-Replayed" in accepted["headers"]
+        for status in ("400", "401", "404", "413", "415", "422", "503"):
+            assert "application/problem+json" in operation["responses"][status]["content"]
+        [parameter] = operation["parameters"]
+        assert (parameter["name"], parameter["in"], parameter["required"]) == (
+            "Idempotency-Key",
+            "header",
+            False,
+        )
+        assert {name for requirement in operation["security"] for name in requirement} == set(
+            schemes
+        )
+        assert operation["tags"] == ["send"]
+    assert {scheme["type"] for scheme in schemes.values()} == {"http", "apiKey"}
+    assert {response, request} <= set(document["components"]["schemas"])
+
+
 async def test_the_dashboard_page_is_served(client: httpx.AsyncClient) -> None:
     for path in ("/", "/dashboard"):
         response = await client.get(path)

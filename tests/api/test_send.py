@@ -36,7 +36,10 @@ async def test_send_publishes_the_message_and_returns_its_id(
 
     # Then it is accepted with its id, and the broker holds exactly that message
     assert response.status_code == 202
+    assert response.headers["content-type"] == "application/json"
+    assert int(response.headers["content-length"]) == len(response.content)
     sent = response.json()
+    assert set(sent) == {"id", "topic"}
     assert sent["topic"] == "emails"
     [message] = await received(broker, "emails", 1)
     assert message.id == sent["id"]
@@ -248,4 +251,17 @@ async def test_a_closed_broker_is_a_503_with_retry_after(broker: MemoryBroker) -
 
 async def test_unknown_routes_and_methods_are_problems(client: httpx.AsyncClient) -> None:
     assert_problem(await client.get("/nope"), 404)
-    assert_problem(await client.get("/send"), 405)
+    for method in ("GET", "PUT", "DELETE"):
+        for path in ("/send", "/send/batch"):
+            response = await client.request(method, path)
+            assert_problem(response, 405)
+            assert response.headers["allow"] == "POST"
+
+
+async def test_a_trailing_slash_redirects_to_send(client: httpx.AsyncClient) -> None:
+    # When a send is posted to /send/ (a common typo)
+    response = await client.post("/send/", json={"topic": "emails", "payload": 1})
+
+    # Then it is redirected to /send, keeping the method (307), and nothing is published
+    assert response.status_code == 307
+    assert response.headers["location"].endswith("/send")

@@ -8,7 +8,8 @@ never logged nor echoed in responses.
 
 With no keys configured the API is open (and :func:`warn_if_open` says so loudly at start).
 ``/health``, ``/ready``, ``/metrics`` and the dashboard's HTML page are always open; every
-data endpoint depends on :meth:`ApiKeyAuth.__call__`.
+data endpoint depends on :meth:`ApiKeyAuth.__call__` (FastAPI routes) or calls
+:meth:`ApiKeyAuth.authenticate` (the send endpoints, which read their headers themselves).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Iterable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -34,6 +35,19 @@ _bearer = HTTPBearer(auto_error=False, description="An API key from API_KEYS as 
 _api_key_header = APIKeyHeader(
     name=API_KEY_HEADER, auto_error=False, description="An API key from API_KEYS."
 )
+
+
+def security_requirements() -> list[dict[str, list[str]]]:
+    """OpenAPI ``security`` of an operation taking the API key either way."""
+    return [{_bearer.scheme_name: []}, {_api_key_header.scheme_name: []}]
+
+
+def security_schemes() -> dict[str, dict[str, Any]]:
+    """OpenAPI ``components.securitySchemes`` named by :func:`security_requirements`."""
+    return {
+        scheme.scheme_name: scheme.model.model_dump(mode="json", by_alias=True, exclude_none=True)
+        for scheme in (_bearer, _api_key_header)
+    }
 
 
 def _digest(key: str) -> bytes:
@@ -68,16 +82,40 @@ class ApiKeyAuth:
             matched |= hmac.compare_digest(candidate, digest)
         return candidate.hex()[:32] if matched else None
 
+    def authenticate(self, api_key: str | None, authorization: str | None) -> str:
+        """The principal of a request, from its ``X-API-Key`` and ``Authorization`` headers.
+
+        ``X-API-Key`` wins when both are sent; ``Authorization`` counts only with the
+        ``Bearer`` scheme (read as FastAPI's ``HTTPBearer`` reads it).
+
+        Raises:
+            Problem: (401) authentication is on and no configured key was presented.
+        """
+        return self._admit(api_key if api_key else bearer_token(authorization))
+
     async def __call__(
         self,
         bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
         api_key: Annotated[str | None, Security(_api_key_header)],
     ) -> str:
-        presented = api_key if api_key else (bearer.credentials if bearer else None)
+        return self._admit(api_key if api_key else (bearer.credentials if bearer else None))
+
+    def _admit(self, presented: str | None) -> str:
         principal = self.principal(presented)
         if principal is None:
             raise unauthorized(missing=not presented)
         return principal
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The credentials of an ``Authorization: Bearer <token>`` header, else None."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if not scheme or not token or scheme.lower() != "bearer":
+        return None
+    return token
 
 
 def unauthorized(*, missing: bool) -> Problem:

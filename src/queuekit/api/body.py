@@ -124,6 +124,18 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
+async def read_body(receive: Receive) -> bytes | None:
+    """The whole request body from ASGI ``receive``, or None if the client disconnected."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def parse_json(body: bytes, content_type: str | None, *, empty: Any = ...) -> Any:
     """Decode a JSON request body.
 

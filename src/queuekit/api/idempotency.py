@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from queuekit.api.problems import Problem
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 DEFAULT_MAX_KEYS = 100_000
 DEFAULT_TTL_SECONDS = 24 * 3600.0

@@ -1,120 +1,124 @@
 """``POST /send`` and ``POST /send/batch``: validate everything, then publish in one call.
 
 Checks, in order, each answered with a problem and nothing published: body size (413,
-see :mod:`queuekit.api.body`), JSON syntax (400), request shape and types (422), topic name
-(400), topic has a handler when a catalog is given (404), payload against the topic's
-schema (422), encoded payload size (413). A batch is all-or-nothing at validation: if any
-message fails, none is published; the valid batch goes to the broker in one ``publish``.
+see :mod:`queuekit.api.body`), API key (401), JSON syntax and media type (400, 415),
+request shape and types (422), ``Idempotency-Key`` syntax (400), topic name (400), topic
+has a handler when a catalog is given (404), payload against the topic's schema (422),
+encoded payload size (413). A batch is all-or-nothing at validation: if any message fails,
+none is published; the valid batch goes to the broker in one ``publish``.
 
 Requests are not serialized: each one awaits its own publish, and the broker batches
 concurrent publishes into few round trips (group commit).
+
+These are the API's hot path, so they are plain ASGI endpoints rather than FastAPI routes:
+they read the few headers they need in one pass, parse the body once (orjson, then the
+pydantic model), and answer with bytes encoded once. FastAPI's dependency resolution and
+response-model serialization cost more per request than all of the work above together.
+Errors are raised as :class:`~queuekit.api.problems.Problem` (or queuekit errors) and
+answered by the app's problem handlers, like everywhere else. Their OpenAPI description is
+:func:`queuekit.api.openapi.send_paths`.
 """
 
-# No ``from __future__ import annotations``: FastAPI must evaluate the route signatures,
-# which refer to the router's local ``context``.
+from __future__ import annotations
+
 import hashlib
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import ValidationError
+from starlette.types import Receive, Scope, Send
 
-from queuekit.api.body import parse_json, validate_body
+from queuekit.api.auth import API_KEY_HEADER
+from queuekit.api.body import parse_json, read_body, validate_body
 from queuekit.api.context import ApiContext
 from queuekit.api.idempotency import (
     IDEMPOTENCY_HEADER,
+    REPLAYED_HEADER,
     check_idempotency_key,
     idempotent_message_id,
 )
-from queuekit.api.openapi import json_request_body, problem_responses
 from queuekit.api.problems import Problem, invalid_request
-from queuekit.api.schemas import SendBatchRequest, SendBatchResponse, SendRequest, SendResponse
+from queuekit.api.schemas import SendBatchRequest, SendRequest
 from queuekit.errors import InvalidMessage, InvalidTopic, PayloadTooLarge
 from queuekit.message import Message, validate_topic
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias=IDEMPOTENCY_HEADER,
-        description="Makes a retried POST publish once and return the same ids.",
-    ),
-]
-REPLAYED_HEADER = "Idempotent-Replayed"
-_SEND_ERRORS = problem_responses(400, 401, 404, 413, 415, 422, 503)
+_CONTENT_TYPE = b"content-type"
+_API_KEY = API_KEY_HEADER.lower().encode("latin-1")
+_AUTHORIZATION = b"authorization"
+_IDEMPOTENCY_KEY = IDEMPOTENCY_HEADER.lower().encode("latin-1")
+_WANTED = frozenset({_CONTENT_TYPE, _API_KEY, _AUTHORIZATION, _IDEMPOTENCY_KEY})
+_JSON_HEADER = (b"content-type", b"application/json")
+_REPLAYED_HEADER = (REPLAYED_HEADER.lower().encode("latin-1"), b"true")
 
 
-def send_router(context: ApiContext) -> APIRouter:
-    """The routes that publish messages, bound to ``context``."""
-    router = APIRouter(tags=["send"])
+class SendEndpoint:
+    """The ASGI endpoint of ``POST /send`` (one message) or ``POST /send/batch`` (several).
 
-    @router.post(
-        "/send",
-        status_code=202,
-        response_model=SendResponse,
-        summary="Publish one message",
-        responses=_SEND_ERRORS,
-        openapi_extra=json_request_body(SendRequest),
-    )
-    async def send(
-        request: Request,
-        response: Response,
-        principal: Annotated[str, Depends(context.auth)],
-        idempotency_key: IdempotencyKey = None,
-    ) -> SendResponse:
-        document = parse_json(await request.body(), request.headers.get("content-type"))
-        body = validate_body(SendRequest, document)
-        ids = await _publish(
-            context, [body], request, response, document, principal, idempotency_key, batch=False
+    Answers 202 with ``{"id", "topic"}`` (one message) or ``{"ids"}`` (a batch), plus
+    ``Idempotent-Replayed: true`` when an ``Idempotency-Key`` was already served.
+    """
+
+    def __init__(self, context: ApiContext, *, batch: bool) -> None:
+        self.context = context
+        self.batch = batch
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _request_headers(scope)
+        principal = self.context.auth.authenticate(
+            headers.get(_API_KEY), headers.get(_AUTHORIZATION)
         )
-        return SendResponse(id=ids[0], topic=body.topic)
-
-    @router.post(
-        "/send/batch",
-        status_code=202,
-        response_model=SendBatchResponse,
-        summary="Publish several messages at once (all validated first)",
-        responses=_SEND_ERRORS,
-        openapi_extra=json_request_body(SendBatchRequest),
-    )
-    async def send_batch(
-        request: Request,
-        response: Response,
-        principal: Annotated[str, Depends(context.auth)],
-        idempotency_key: IdempotencyKey = None,
-    ) -> SendBatchResponse:
-        document = parse_json(await request.body(), request.headers.get("content-type"))
-        body = validate_body(SendBatchRequest, document)
-        ids = await _publish(
-            context,
-            body.messages,
-            request,
-            response,
-            document,
-            principal,
-            idempotency_key,
-            batch=True,
+        body = await read_body(receive)
+        if body is None:  # the client went away: nobody to answer
+            return
+        document = parse_json(body, headers.get(_CONTENT_TYPE))
+        requests: Sequence[SendRequest]
+        if self.batch:
+            requests = validate_body(SendBatchRequest, document).messages
+        else:
+            requests = (validate_body(SendRequest, document),)
+        ids, replayed = await _publish(
+            self.context,
+            requests,
+            path=scope["path"],
+            document=document,
+            principal=principal,
+            idempotency_key=headers.get(_IDEMPOTENCY_KEY),
+            batch=self.batch,
         )
-        return SendBatchResponse(ids=ids)
+        answer = orjson.dumps(
+            {"ids": ids} if self.batch else {"id": ids[0], "topic": requests[0].topic}
+        )
+        response_headers = [_JSON_HEADER, (b"content-length", b"%d" % len(answer))]
+        if replayed:
+            response_headers.append(_REPLAYED_HEADER)
+        await send({"type": "http.response.start", "status": 202, "headers": response_headers})
+        await send({"type": "http.response.body", "body": answer})
 
-    return router
+
+def _request_headers(scope: Scope) -> dict[bytes, str]:
+    """The first value of each header the endpoints read, by lowercase name."""
+    found: dict[bytes, str] = {}
+    for name, value in scope["headers"]:
+        if name in _WANTED and name not in found:
+            found[name] = value.decode("latin-1")
+    return found
 
 
 async def _publish(
     context: ApiContext,
     requests: Sequence[SendRequest],
-    request: Request,
-    response: Response,
+    *,
+    path: str,
     document: Any,
     principal: str,
     idempotency_key: str | None,
-    *,
     batch: bool,
-) -> list[str]:
-    """Build every message (all checks), then publish them in one call; return their ids.
+) -> tuple[list[str], bool]:
+    """Build every message (all checks), then publish them in one call.
 
-    With an idempotency key, a request already served is not published again; its
-    response carries ``Idempotent-Replayed: true``.
+    Returns the messages' ids and whether the request was a replay: with an idempotency
+    key, a request already served is not published again.
     """
     key = check_idempotency_key(idempotency_key) if idempotency_key is not None else None
     messages = [
@@ -127,19 +131,19 @@ async def _publish(
         )
         for index, item in enumerate(requests)
     ]
+    ids = [message.id for message in messages]
+    if key is None:
+        await context.producer.publish(messages)
+        return ids, False
 
     async def publish() -> None:
         await context.producer.publish(messages)
 
-    if key is None:
-        await publish()
-    else:
-        fingerprint = hashlib.sha256(
-            request.url.path.encode() + b"\0" + orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
-        ).digest()
-        if await context.idempotency.run_once(f"{principal}\0{key}", fingerprint, publish):
-            response.headers[REPLAYED_HEADER] = "true"
-    return [message.id for message in messages]
+    fingerprint = hashlib.sha256(
+        path.encode() + b"\0" + orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    ).digest()
+    replayed = await context.idempotency.run_once(f"{principal}\0{key}", fingerprint, publish)
+    return ids, replayed
 
 
 def _build(
