@@ -21,7 +21,6 @@ group's pending entries list, so it survives consumer crashes.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import orjson
@@ -85,12 +84,20 @@ def decode(
     """
     if len(fields) == 6 and fields[0] == PAYLOAD and fields[2] == ID and fields[4] == CREATED_AT:
         # The shape queuekit itself writes for a plain message: skip the general parsing.
-        with contextlib.suppress(ValueError, UnicodeDecodeError):
-            created_at = float(fields[5])
-            message_id = fields[3].decode()
+        try:
             return Message(
-                topic, fields[1], message_id, {}, None, priority, None, deliveries, created_at
+                topic,
+                fields[1],
+                fields[3].decode(),
+                {},
+                None,
+                priority,
+                None,
+                deliveries,
+                float(fields[5]),
             )
+        except (ValueError, UnicodeDecodeError):
+            pass  # the general parsing below says what is wrong
     values = dict(zip(fields[::2], fields[1::2], strict=True))
     payload = values.get(PAYLOAD)
     if payload is None:

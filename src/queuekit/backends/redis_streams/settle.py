@@ -8,6 +8,9 @@ acknowledged and lost, nor moved without being acknowledged.
 Acks are queued and applied by the next batch without the caller waiting (like AMQP's
 basic.ack): an ack lost to a crash in that millisecond means one redelivery, which
 at-least-once delivery allows. Nacks and dead letters wait until their batch is applied.
+Queued acks are kept per subscription (:class:`AckBuffer`, an id appended to a list per
+stream), so acknowledging costs no allocation beyond that; a batch becomes one ``XACK`` per
+stream and group.
 """
 
 from __future__ import annotations
@@ -19,13 +22,23 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from queuekit.backends.redis_streams.connection import TRANSIENT_ERRORS, Backoff, mapped_errors
+from queuekit.backends.redis_streams.connection import (
+    TRANSIENT_ERRORS,
+    Backoff,
+    mapped_errors,
+    pack_commands,
+    run_packed,
+)
 
 Command = tuple[Any, ...]
 
 logger = logging.getLogger("queuekit.redis")
+
+_MULTI = [b"MULTI"]
+_EXEC = [b"EXEC"]
 
 
 class Settlement(NamedTuple):
@@ -42,6 +55,50 @@ class Settlement(NamedTuple):
     commands: tuple[Command, ...] = ()
 
 
+class AckBuffer:
+    """The queued acks of one consumer of one group: entry ids per stream it reads.
+
+    Args:
+        settler: the broker's settler, which takes the ids in its next batch.
+        group: the consumer group.
+        streams: the streams the consumer reads, by index (``add`` names them by index).
+        delete_first: acknowledged entries of ``streams[0]`` (the group's own retry
+            stream) are deleted as well.
+    """
+
+    __slots__ = ("_delete_first", "_group", "_ids", "_queued", "_settler", "_streams")
+
+    def __init__(
+        self, settler: Settler, group: str, streams: Sequence[str], *, delete_first: bool
+    ) -> None:
+        self._settler = settler
+        self._group = group.encode()
+        self._streams = [stream.encode() for stream in streams]
+        self._delete_first = delete_first
+        self._ids: list[list[bytes]] = [[] for _ in streams]
+        self._queued = False
+
+    def add(self, index: int, entry_id: bytes) -> None:
+        """Queue the ack of ``entry_id`` of ``streams[index]`` for the settler's next batch."""
+        self._ids[index].append(entry_id)
+        if not self._queued:
+            self._queued = True
+            self._settler.submit_acks(self)
+
+    def take(self) -> list[list[bytes]]:
+        """The commands that apply every queued ack (XACK, and XDEL of retries); empties it."""
+        self._queued = False
+        commands: list[list[bytes]] = []
+        for index, ids in enumerate(self._ids):
+            if ids:
+                stream = self._streams[index]
+                commands.append([b"XACK", stream, self._group, *ids])
+                if index == 0 and self._delete_first:
+                    commands.append([b"XDEL", stream, *ids])
+                self._ids[index] = []
+        return commands
+
+
 class Settler:
     """Batches the settlements of every subscription of one broker (group commit).
 
@@ -54,12 +111,18 @@ class Settler:
         self._client = client
         self._retry_for = retry_for
         self._queued: list[Settlement] = []
+        self._ack_buffers: list[AckBuffer] = []
         self._applied: asyncio.Future[None] | None = None  # resolves when _queued is applied
         self._worker: asyncio.Task[None] | None = None
 
     def submit(self, settlement: Settlement) -> None:
         """Queue ``settlement`` for the next batch and return at once."""
         self._queued.append(settlement)
+        self._wake()
+
+    def submit_acks(self, buffer: AckBuffer) -> None:
+        """Take the acks ``buffer`` holds (and any it gets meanwhile) in the next batch."""
+        self._ack_buffers.append(buffer)
         self._wake()
 
     async def apply(self, settlement: Settlement) -> None:
@@ -87,52 +150,83 @@ class Settler:
             self._worker = asyncio.create_task(self._run(), name="queuekit-redis-settle")
 
     async def _run(self) -> None:
-        while self._queued:
+        while self._queued or self._ack_buffers:
             batch, self._queued = self._queued, []
+            buffers, self._ack_buffers = self._ack_buffers, []
             applied, self._applied = self._applied, None
+            commands = _commands(batch)
+            for buffer in buffers:
+                commands += buffer.take()
             try:
-                with mapped_errors("settling deliveries"):
-                    await self._apply_with_retries(batch)
+                if commands:
+                    with mapped_errors("settling deliveries"):
+                        await self._apply_with_retries(commands)
             except Exception as exc:
                 if applied is not None:
                     applied.set_exception(exc)
                 logger.warning(
-                    "%d settlements could not be applied; those messages will be "
-                    "redelivered after the visibility timeout: %s",
-                    len(batch),
+                    "a batch of settlements (%d commands) could not be applied; those "
+                    "messages will be redelivered after the visibility timeout: %s",
+                    len(commands),
                     exc,
                 )
             else:
                 if applied is not None:
                     applied.set_result(None)
 
-    async def _apply_with_retries(self, batch: Sequence[Settlement]) -> None:
+    async def _apply_with_retries(self, commands: list[list[bytes]]) -> None:
         deadline = time.monotonic() + self._retry_for
         backoff = Backoff()
+        packed = pack_commands([_MULTI, *commands, _EXEC])
         while True:
             try:
-                await self._apply(batch)
+                await self._apply(packed, len(commands) + 2)
                 return
             except TRANSIENT_ERRORS:
                 if time.monotonic() >= deadline:
                     raise
                 await backoff.wait()
 
-    async def _apply(self, batch: Sequence[Settlement]) -> None:
-        acks: defaultdict[tuple[str, str], list[bytes]] = defaultdict(list)
-        deletes: defaultdict[str, list[bytes]] = defaultdict(list)
-        pipe = self._client.pipeline(transaction=True)
-        for settlement in batch:
-            for command in settlement.commands:
-                pipe.execute_command(*command)
-            acks[settlement.stream, settlement.group].append(settlement.entry_id)
-            if settlement.delete:
-                deletes[settlement.stream].append(settlement.entry_id)
-        for (stream, group), ids in acks.items():
-            pipe.execute_command("XACK", stream, group, *ids)
-        for stream, ids in deletes.items():
-            pipe.execute_command("XDEL", stream, *ids)
-        await pipe.execute()
+    async def _apply(self, packed: bytes, replies: int) -> None:
+        """Run one packed MULTI ... EXEC; raise the first error Redis answered."""
+        results = await run_packed(self._client, packed, replies)
+        for result in results[:-1]:
+            if isinstance(result, redis_errors.ResponseError):
+                raise result  # refused while queuing: EXEC discarded the whole batch
+        executed = results[-1]
+        if isinstance(executed, redis_errors.ResponseError):
+            raise executed
+        for result in executed or ():
+            if isinstance(result, redis_errors.ResponseError):
+                raise result
+
+
+def _commands(batch: Sequence[Settlement]) -> list[list[bytes]]:
+    """The commands of ``batch`` in order, then one XACK per (stream, group), then XDELs."""
+    commands: list[list[bytes]] = []
+    acks: defaultdict[tuple[str, str], list[bytes]] = defaultdict(list)
+    deletes: defaultdict[str, list[bytes]] = defaultdict(list)
+    for settlement in batch:
+        for command in settlement.commands:
+            commands.append([_as_bytes(arg) for arg in command])
+        acks[settlement.stream, settlement.group].append(settlement.entry_id)
+        if settlement.delete:
+            deletes[settlement.stream].append(settlement.entry_id)
+    for (stream, group), ids in acks.items():
+        commands.append([b"XACK", stream.encode(), group.encode(), *ids])
+    for stream, ids in deletes.items():
+        commands.append([b"XDEL", stream.encode(), *ids])
+    return commands
+
+
+def _as_bytes(arg: Any) -> bytes:
+    if isinstance(arg, bytes):
+        return arg
+    if isinstance(arg, str):
+        return arg.encode()
+    if isinstance(arg, int | float) and not isinstance(arg, bool):
+        return repr(arg).encode()
+    raise TypeError(f"cannot send {type(arg).__name__} to Redis")
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

@@ -36,7 +36,7 @@ from queuekit.backends.redis_streams.connection import (
 )
 from queuekit.backends.redis_streams.keys import TopicKeys, read_order_priority
 from queuekit.backends.redis_streams.scripts import run
-from queuekit.backends.redis_streams.settle import Command, Settlement
+from queuekit.backends.redis_streams.settle import AckBuffer, Command, Settlement
 from queuekit.broker import Delivery, Subscription
 from queuekit.errors import BrokerError
 from queuekit.message import Message, dead_letter_headers
@@ -136,6 +136,8 @@ class RedisSubscription(Subscription):
         self._streams = self.keys.read_order(group)
         self._plan_keys = [self.keys.delayed, self.keys.group_delayed(group), *self._streams]
         self._stream_names = [stream.encode() for stream in self._streams]
+        self._priorities = [read_order_priority(index) or 0 for index in range(len(self._streams))]
+        self._acks = AckBuffer(broker.settler, group, self._streams, delete_first=True)
         self._read_prefix = [b"XREADGROUP", b"GROUP", group.encode(), consumer.encode(), b"COUNT"]
         self._buffer: deque[RedisDelivery] = deque()
         self._unsettled: set[Ref] = set()
@@ -185,10 +187,7 @@ class RedisSubscription(Subscription):
 
     def acknowledge(self, ref: Ref) -> None:
         """Queue the ack of the entry ``ref``; its lease ends now."""
-        index, entry_id = ref
-        self._broker.settler.submit(
-            Settlement(self._streams[index], self.group, entry_id, index == 0)
-        )
+        self._acks.add(*ref)
         self._unsettled.discard(ref)
         self._room.set()
 
@@ -269,7 +268,7 @@ class RedisSubscription(Subscription):
                 list(self._streams),
                 [group, self.consumer, self._broker.visibility_ms, free, CLAIM_SCANS],
             )
-            claimed = self._accept(reply, with_counts=True)
+            claimed = self._accept(reply)
             free -= claimed
             if free <= 0:
                 return
@@ -296,11 +295,8 @@ class RedisSubscription(Subscription):
         )
         if read:
             positions = {key.encode(): index for index, key in enumerate(streams)}
-            flat: list[Any] = []
             for stream, stream_entries in read:
-                for entry_id, fields in stream_entries:
-                    flat += (positions[stream], entry_id, fields)
-            self._accept(flat, with_counts=False)
+                self._accept_new(positions[stream], stream_entries)
 
     async def _read(self, free: int, waiting: list[int]) -> int:
         """Read up to ``free`` new entries, taking the streams in read order.
@@ -324,32 +320,49 @@ class RedisSubscription(Subscription):
         if not commands:
             return 0
         replies = await run_packed(self._broker.client, pack_commands(commands), len(commands))
-        flat: list[Any] = []
+        accepted = 0
         for index, reply in zip(positions, replies, strict=True):
             if isinstance(reply, Exception):
                 raise reply
             if reply:
-                for entry_id, fields in reply[0][1]:
-                    flat += (index, entry_id, fields)
-        return self._accept(flat, with_counts=False)
+                accepted += self._accept_new(index, reply[0][1])
+        return accepted
 
-    def _accept(self, flat: Sequence[Any], *, with_counts: bool) -> int:
-        """Turn a script's flat reply into deliveries in the buffer; returns how many."""
-        step = 4 if with_counts else 3
+    def _accept_new(self, index: int, read: Sequence[Any]) -> int:
+        """Buffer deliveries of the entries XREADGROUP read from stream ``index``.
+
+        The hot path: one decode and one delivery per entry, nothing else. Returns how many
+        deliveries were buffered.
+        """
+        topic, stream, priority = self.topic, self._streams[index], self._priorities[index]
+        decode, append = entries.decode, self._buffer.append
         accepted = 0
-        for offset in range(0, len(flat), step):
+        for entry_id, fields in read:
+            try:
+                message = decode(topic, stream, entry_id, fields, priority=priority, deliveries=1)
+            except entries.InvalidEntry as exc:
+                self._reject_malformed((index, entry_id), fields, str(exc))
+                continue
+            append(RedisDelivery(self, (index, entry_id), message))
+            accepted += 1
+        if accepted:
+            self._arrived.set()
+        return accepted
+
+    def _accept(self, flat: Sequence[Any]) -> int:
+        """Buffer deliveries of AUTOCLAIM's flat reply (index, id, deliveries, fields...)."""
+        accepted = 0
+        for offset in range(0, len(flat), 4):
             index, entry_id = int(flat[offset]), flat[offset + 1]
-            deliveries = int(flat[offset + 2]) if with_counts else 1
-            fields = flat[offset + step - 1]
+            deliveries, fields = int(flat[offset + 2]), flat[offset + 3]
             ref = (index, entry_id)
-            priority = read_order_priority(index)
             try:
                 message = entries.decode(
                     self.topic,
                     self._streams[index],
                     entry_id,
                     fields,
-                    priority=0 if priority is None else priority,
+                    priority=self._priorities[index],
                     deliveries=deliveries,
                 )
             except entries.InvalidEntry as exc:
