@@ -3,8 +3,11 @@
 Lifecycle of :meth:`Worker.run`:
 
 1. Subscribe each handler's (topic, group) with ``prefetch`` = its concurrency.
-2. Per handler, one consumer loop takes a free slot (at most ``concurrency`` calls in
-   flight), fetches the next delivery and starts a task that runs it through the middleware.
+2. Per handler, one consumer loop fetches a delivery whenever a slot is free (at most
+   ``concurrency`` deliveries fetched and not finished) and hands it to a *lane*: a
+   long-lived task that runs deliveries through the middleware one after another. Lanes are
+   started as needed, up to ``concurrency``; a lane takes the next waiting delivery as soon as
+   it finishes one, so a backlog flows without a task or a wake-up per message.
 3. On :meth:`Worker.request_stop` (or :meth:`Worker.stop`): stop fetching (close the
    subscriptions, which gives unstarted prefetched messages back to the group), let
    in-flight handlers finish within ``grace_period``, then cancel the rest; cancelled
@@ -19,8 +22,8 @@ Every released message counts as an attempt (``nack`` adds one), like a crash wo
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import functools
 import logging
 import random
 import signal
@@ -48,14 +51,31 @@ _SETTLE_TIMEOUT = 10.0
 
 @dataclass(eq=False)
 class _Consumer:
-    """One handler's subscription, chain and concurrency slots while the worker runs."""
+    """One handler's subscription, chain, lanes and slots while the worker runs.
+
+    ``waiting`` holds deliveries fetched and not yet taken by a lane; ``taken`` counts slots in
+    use (waiting + being processed), never more than ``limit``. The consumer loop fetches only
+    while a slot is free, so a lane that is not busy exists for every waiting delivery.
+
+    Lanes are woken one at a time: whoever leaves a delivery waiting (the consumer loop after
+    a fetch, a lane after taking one) wakes or starts one more lane unless one is already on
+    its way. A backlog whose handler never suspends is thus drained by one lane without a
+    wake-up per message, while handlers that do suspend fan out to as many lanes as needed.
+    """
 
     spec: HandlerSpec
     subscription: Subscription
     chain: Next
-    slots: asyncio.Semaphore
+    limit: int
     threads: HandlerThreads | None
+    waiting: collections.deque[Delivery] = field(default_factory=collections.deque)
+    taken: int = 0
+    lanes: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+    idle: list[asyncio.Future[None]] = field(default_factory=list, repr=False)
+    woken: int = 0  # lanes woken from rest that have not run yet
+    room: asyncio.Future[None] | None = field(default=None, repr=False)
     fetching: bool = False
+    done_fetching: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -111,7 +131,7 @@ class Worker:
             rng=rng or random.Random(),
         )
         self._consumers: list[_Consumer] = []
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
         self._stop_requested = asyncio.Event()
         self._stop_now = asyncio.Event()
         self._finished = asyncio.Event()
@@ -136,7 +156,7 @@ class Worker:
     @property
     def in_flight(self) -> int:
         """Deliveries being processed now."""
-        return len(self._in_flight)
+        return self._in_flight
 
     def request_stop(self, *, now: bool = False) -> None:
         """Begin a graceful shutdown; ``now=True`` also cuts the grace period short."""
@@ -197,10 +217,13 @@ class Worker:
                     threads = HandlerThreads(
                         limit, f"queuekit-{spec.topic}-{spec.group}", self.logger
                     )
-                chain = compose(self.middleware, HandlerCall(spec, threads))
-                self._consumers.append(
-                    _Consumer(spec, subscription, chain, asyncio.Semaphore(limit), threads)
+                chain = compose(
+                    self.middleware,
+                    HandlerCall(spec, threads),
+                    spec=spec,
+                    services=self._services,
                 )
+                self._consumers.append(_Consumer(spec, subscription, chain, limit, threads))
         except BaseException:
             await self._close_subscriptions()
             self._consumers.clear()
@@ -249,45 +272,98 @@ class Worker:
         return None
 
     async def _consume(self, consumer: _Consumer) -> None:
-        while not self._stop_requested.is_set():
-            await consumer.slots.acquire()
-            consumer.fetching = True
-            try:
-                delivery = await anext(consumer.subscription)
-            except StopAsyncIteration:  # the subscription was closed
-                consumer.slots.release()
-                return
-            except BaseException:
-                consumer.slots.release()
-                raise
-            finally:
-                consumer.fetching = False
-            task = asyncio.create_task(self._process(consumer, delivery))
-            self._in_flight.add(task)
-            task.add_done_callback(functools.partial(self._processed, consumer))
-
-    def _processed(self, consumer: _Consumer, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
-        consumer.slots.release()
-
-    async def _process(self, consumer: _Consumer, delivery: Delivery) -> None:
-        ctx = Context(delivery, consumer.spec, self._services)
+        """Fetch while a slot is free and hand each delivery to a lane."""
+        subscription = consumer.subscription
+        waiting = consumer.waiting
+        stop = self._stop_requested
         try:
-            await consumer.chain(ctx)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            self.logger.exception(
-                "middleware failed", extra={"topic": ctx.spec.topic, "message_id": ctx.message.id}
-            )
+            while not stop.is_set():
+                if consumer.taken >= consumer.limit:
+                    consumer.room = asyncio.get_running_loop().create_future()
+                    await consumer.room
+                    continue
+                consumer.fetching = True
+                try:
+                    delivery = await anext(subscription)
+                except StopAsyncIteration:  # the subscription was closed
+                    return
+                finally:
+                    consumer.fetching = False
+                consumer.taken += 1
+                waiting.append(delivery)
+                if not consumer.woken:
+                    self._call_lane(consumer)
         finally:
-            if not ctx.settled:  # only a broken custom middleware gets here
-                self.logger.error(
-                    "a delivery left the middleware unsettled; releasing it",
-                    extra={"topic": ctx.spec.topic, "message_id": ctx.message.id},
+            consumer.room = None
+            consumer.done_fetching = True
+            while consumer.idle:  # nothing more is coming: idle lanes end
+                self._call_lane(consumer)
+
+    def _call_lane(self, consumer: _Consumer) -> None:
+        """Wake a resting lane, or start one if all are busy and the limit allows."""
+        if consumer.idle:
+            consumer.woken += 1
+            _wake(consumer.idle.pop())
+        elif len(consumer.lanes) < consumer.limit:
+            consumer.woken += 1
+            lane = asyncio.create_task(
+                self._lane(consumer), name=f"queuekit-lane-{consumer.spec.topic}"
+            )
+            consumer.lanes.add(lane)
+            lane.add_done_callback(consumer.lanes.discard)
+
+    async def _lane(self, consumer: _Consumer) -> None:
+        """Process waiting deliveries one after another; rest while there are none."""
+        consumer.woken -= 1
+        waiting = consumer.waiting
+        idle = consumer.idle
+        chain = consumer.chain
+        spec = consumer.spec
+        services = self._services
+        loop = asyncio.get_running_loop()
+        while True:
+            if not waiting:
+                if consumer.done_fetching:
+                    return
+                rest = loop.create_future()
+                idle.append(rest)
+                try:
+                    await rest
+                finally:
+                    if rest.done():
+                        consumer.woken -= 1
+                    else:  # cancelled while resting
+                        idle.remove(rest)
+                continue
+            ctx = Context(waiting.popleft(), spec, services)
+            if waiting and not consumer.woken:
+                self._call_lane(consumer)
+            self._in_flight += 1
+            try:
+                await chain(ctx)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.logger.exception(
+                    "middleware failed", extra={"topic": spec.topic, "message_id": ctx.message.id}
                 )
-                with contextlib.suppress(Exception):
-                    await ctx.nack(0.0, Outcome.RELEASED)
+            finally:
+                self._in_flight -= 1
+                consumer.taken -= 1
+                room = consumer.room
+                if room is not None:
+                    consumer.room = None
+                    _wake(room)
+                if ctx.outcome is None:  # only a broken custom middleware gets here
+                    await self._release_unsettled(ctx)
+
+    async def _release_unsettled(self, ctx: Context) -> None:
+        self.logger.error(
+            "a delivery left the middleware unsettled; releasing it",
+            extra={"topic": ctx.spec.topic, "message_id": ctx.message.id},
+        )
+        with contextlib.suppress(Exception):
+            await ctx.nack(0.0, Outcome.RELEASED)
 
     async def _shutdown(self) -> None:
         """Stop fetching, drain within the grace period, release the rest."""
@@ -295,6 +371,7 @@ class Worker:
         await self._close_subscriptions()
         await self._stop_consumer_loops()
         await self._drain()
+        await self._release_unstarted()
         for consumer in self._consumers:
             if consumer.threads is not None:
                 consumer.threads.shutdown()
@@ -332,29 +409,48 @@ class Worker:
                 )
 
     async def _drain(self) -> None:
-        if self._in_flight and not self._stop_now.is_set():
-            all_done = asyncio.ensure_future(asyncio.wait(set(self._in_flight)))
+        lanes = {lane for consumer in self._consumers for lane in consumer.lanes}
+        if lanes and not self._stop_now.is_set():
+            all_done = asyncio.ensure_future(asyncio.wait(lanes))
             now = asyncio.ensure_future(self._stop_now.wait())
             await asyncio.wait(
                 {all_done, now}, timeout=self.grace_period, return_when=asyncio.FIRST_COMPLETED
             )
             all_done.cancel()
             now.cancel()
-        remaining = set(self._in_flight)
+        remaining = {lane for lane in lanes if not lane.done()}
         if not remaining:
             return
         self.logger.warning(
             "grace period over; releasing unfinished messages",
-            extra={"app": self.app.name, "released": len(remaining)},
+            extra={"app": self.app.name, "released": self._in_flight},
         )
-        for task in remaining:
-            task.cancel()
+        for lane in remaining:
+            lane.cancel()
         _, stuck = await asyncio.wait(remaining, timeout=_SETTLE_TIMEOUT)
         if stuck:
             self.logger.error(
                 "handlers ignored cancellation; their messages are redelivered by the broker",
                 extra={"app": self.app.name, "count": len(stuck)},
             )
+
+    async def _release_unstarted(self) -> None:
+        """Give back deliveries fetched for lanes that were cancelled before taking them."""
+        for consumer in self._consumers:
+            while consumer.waiting:
+                ctx = Context(consumer.waiting.popleft(), consumer.spec, self._services)
+                try:
+                    await ctx.nack(0.0, Outcome.RELEASED)
+                except Exception as exc:
+                    self.logger.warning(
+                        "could not release an unstarted message; the broker will redeliver it",
+                        extra={"message_id": ctx.message.id, "error": describe_error(exc)},
+                    )
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 # --- the process entry point -------------------------------------------------------------

@@ -11,6 +11,12 @@ exception) or by setting ``ctx.duplicate``; the settlement layer turns that into
 ``ack`` / ``nack`` / ``dead_letter`` through the ``Context`` and records ``ctx.outcome``;
 outer layers (logging, metrics) read the result. Middleware instances are shared by every
 delivery and every handler, so they keep no per-message state on ``self``.
+
+A middleware may also offer ``bind(call_next, spec, services) -> Next``: :func:`compose`, given
+the handler and the worker's services, then asks it once per handler for that handler's
+layer, which may precompute what it needs (labelled metric series, a timeout) or return
+``call_next`` itself when it has nothing to do for that handler (no timeout, no store...).
+A bound layer must behave exactly like ``__call__``; it is only cheaper per message.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from queuekit.broker import Delivery
 from queuekit.message import Message
@@ -32,6 +38,7 @@ if TYPE_CHECKING:
     from queuekit.worker.app import HandlerSpec
 
 __all__ = [
+    "BindableMiddleware",
     "Context",
     "DeadLetterNow",
     "HandlerTimeout",
@@ -177,6 +184,15 @@ class Middleware(Protocol):
     async def __call__(self, ctx: Context, call_next: Next) -> None: ...
 
 
+@runtime_checkable
+class BindableMiddleware(Middleware, Protocol):
+    """A middleware that can specialise itself for one handler (see the module docstring)."""
+
+    def bind(self, call_next: Next, spec: HandlerSpec, services: Services) -> Next:
+        """This layer for ``spec``, around ``call_next``; ``call_next`` itself to skip it."""
+        ...
+
+
 class _Layer:
     """A middleware bound to the rest of the chain; built once per handler, not per message."""
 
@@ -190,9 +206,22 @@ class _Layer:
         return self._middleware(ctx, self._call_next)
 
 
-def compose(middleware: Sequence[Middleware], endpoint: Next) -> Next:
-    """Chain ``middleware`` (first = outermost) around ``endpoint`` (the handler call)."""
+def compose(
+    middleware: Sequence[Middleware],
+    endpoint: Next,
+    *,
+    spec: HandlerSpec | None = None,
+    services: Services | None = None,
+) -> Next:
+    """Chain ``middleware`` (first = outermost) around ``endpoint`` (the handler call).
+
+    With ``spec`` and ``services`` (what the worker passes), layers that offer ``bind`` are
+    specialised for that handler; the chain must then only see contexts of that handler.
+    """
     chain = endpoint
     for layer in reversed(middleware):
-        chain = _Layer(layer, chain)
+        if spec is not None and services is not None and isinstance(layer, BindableMiddleware):
+            chain = layer.bind(chain, spec, services)
+        else:
+            chain = _Layer(layer, chain)
     return chain

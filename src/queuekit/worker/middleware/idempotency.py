@@ -26,11 +26,16 @@ that fails on ``complete`` is logged: the handler's work is done, so the message
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import secrets
+from typing import TYPE_CHECKING
 
 from queuekit.idempotency import ClaimState, IdempotencyStore
-from queuekit.worker.middleware.base import Context, Next, describe_error
+from queuekit.worker.middleware.base import Context, Next, Services, describe_error
+
+if TYPE_CHECKING:
+    from queuekit.worker.app import HandlerSpec
 
 __all__ = ["DEFAULT_LEASE", "LEASE_MARGIN", "IdempotencyMiddleware"]
 
@@ -47,6 +52,12 @@ class IdempotencyMiddleware:
         # Claim tokens: unique across processes (random prefix), cheap per message (counter).
         self._token_prefix = secrets.token_hex(8)
         self._token_counter = itertools.count()
+
+    def bind(self, call_next: Next, spec: HandlerSpec, services: Services) -> Next:
+        """No layer at all for a handler that opted out, or without a store."""
+        if services.idempotency is None or spec.idempotency_key is False:
+            return call_next
+        return functools.partial(self.__call__, call_next=call_next)
 
     async def __call__(self, ctx: Context, call_next: Next) -> None:
         store = ctx.services.idempotency

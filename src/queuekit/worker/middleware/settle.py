@@ -62,8 +62,10 @@ class SettlementMiddleware:
                 ctx, describe_error(exc), stage=ctx.error_stage or "handler", delay=None
             )
         else:
-            outcome = Outcome.DUPLICATE if ctx.duplicate else Outcome.SUCCESS
-            await self._settle(ctx, ctx.ack(outcome))
+            try:  # the common case, without a coroutine wrapping the ack
+                await ctx.ack(Outcome.DUPLICATE if ctx.duplicate else Outcome.SUCCESS)
+            except Exception as exc:
+                self._settle_failed(ctx, exc)
 
     async def _fail(
         self, ctx: Context, error: str, *, stage: str | None, delay: float | None
@@ -82,14 +84,18 @@ class SettlementMiddleware:
         try:
             await settlement
         except Exception as exc:
-            ctx.error_stage = "settle"
-            ctx.services.logger.error(
-                "could not settle a message; the broker will redeliver it",
-                extra={
-                    "topic": ctx.spec.topic,
-                    "group": ctx.spec.group,
-                    "message_id": ctx.message.id,
-                    "outcome": str(ctx.outcome),
-                    "error": describe_error(exc),
-                },
-            )
+            SettlementMiddleware._settle_failed(ctx, exc)
+
+    @staticmethod
+    def _settle_failed(ctx: Context, exc: Exception) -> None:
+        ctx.error_stage = "settle"
+        ctx.services.logger.error(
+            "could not settle a message; the broker will redeliver it",
+            extra={
+                "topic": ctx.spec.topic,
+                "group": ctx.spec.group,
+                "message_id": ctx.message.id,
+                "outcome": str(ctx.outcome),
+                "error": describe_error(exc),
+            },
+        )
