@@ -453,7 +453,7 @@ class MemoryBroker(Broker, Admin):
 
     async def publish(self, messages: Sequence[Message]) -> None:
         self.check_connected()
-        for message in messages:
+        for message in messages:  # every message is checked before any is stored
             validate_topic(message.topic)
             check_priority(message.priority)
             if not isinstance(message.payload, bytes):

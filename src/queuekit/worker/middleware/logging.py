@@ -7,11 +7,15 @@ at WARNING. Observability never fails a message: errors while logging are swallo
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from queuekit.worker.middleware.base import Context, Next, Outcome
+from queuekit.worker.middleware.base import Context, Next, Outcome, Services
+
+if TYPE_CHECKING:
+    from queuekit.worker.app import HandlerSpec
 
 __all__ = ["LoggingMiddleware"]
 
@@ -33,6 +37,10 @@ _TEXT = {
 
 class LoggingMiddleware:
     """Log how each delivery ended: topic, group, message_id, attempt, outcome, duration_ms."""
+
+    def bind(self, call_next: Next, spec: HandlerSpec, services: Services) -> Next:
+        """The same layer, pre-bound to the rest of the chain."""
+        return functools.partial(self.__call__, call_next=call_next)
 
     async def __call__(self, ctx: Context, call_next: Next) -> None:
         try:

@@ -19,8 +19,9 @@ broker redelivers an unsettled message by itself.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from queuekit.errors import Reject, Retry
 from queuekit.worker.middleware.base import (
@@ -29,9 +30,13 @@ from queuekit.worker.middleware.base import (
     HandlerTimeout,
     Next,
     Outcome,
+    Services,
     describe_error,
 )
 from queuekit.worker.middleware.retry import backoff_delay
+
+if TYPE_CHECKING:
+    from queuekit.worker.app import HandlerSpec
 
 __all__ = ["MAX_ATTEMPTS_EXCEEDED", "SettlementMiddleware"]
 
@@ -40,6 +45,10 @@ MAX_ATTEMPTS_EXCEEDED = "max_attempts_exceeded"
 
 class SettlementMiddleware:
     """Settle each delivery exactly once according to the policy above."""
+
+    def bind(self, call_next: Next, spec: HandlerSpec, services: Services) -> Next:
+        """The same layer, pre-bound to the rest of the chain."""
+        return functools.partial(self.__call__, call_next=call_next)
 
     async def __call__(self, ctx: Context, call_next: Next) -> None:
         try:

@@ -9,10 +9,16 @@ payload content leaks into headers or logs.
 
 from __future__ import annotations
 
+import functools
+from typing import TYPE_CHECKING
+
 import orjson
 from pydantic import ValidationError
 
-from queuekit.worker.middleware.base import MAX_ERROR_LENGTH, Context, DeadLetterNow, Next
+from queuekit.worker.middleware.base import MAX_ERROR_LENGTH, Context, DeadLetterNow, Next, Services
+
+if TYPE_CHECKING:
+    from queuekit.worker.app import HandlerSpec
 
 __all__ = ["INVALID_PAYLOAD", "ValidationMiddleware", "summarize_validation_error"]
 
@@ -30,6 +36,10 @@ def summarize_validation_error(exc: ValidationError) -> str:
 
 class ValidationMiddleware:
     """Set ``ctx.payload`` from the message body, or dead-letter it as ``invalid_payload``."""
+
+    def bind(self, call_next: Next, spec: HandlerSpec, services: Services) -> Next:
+        """The same layer, pre-bound to the rest of the chain."""
+        return functools.partial(self.__call__, call_next=call_next)
 
     async def __call__(self, ctx: Context, call_next: Next) -> None:
         schema = ctx.spec.schema
