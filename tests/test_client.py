@@ -123,6 +123,24 @@ async def test_send_many_validates_everything_then_publishes_once(broker: Record
     assert [m.id for m in await take(broker, "a", 2)] == ids
 
 
+async def test_a_list_across_topics_is_counted_per_topic(broker: RecordingBroker) -> None:
+    # Given a producer counting on a registry
+    metrics = Metrics(backend="memory")
+    producer = Producer(broker, metrics=metrics)
+
+    # When one list with two messages for "a" and one for "b" is sent
+    await producer.send_many(
+        [{"topic": "a", "payload": 1}, {"topic": "b", "payload": 2}, {"topic": "a", "payload": 3}]
+    )
+
+    # Then each topic counts its own messages
+    def sent(topic: str) -> float | None:
+        labels = {"topic": topic, "backend": "memory"}
+        return metrics.registry.get_sample_value("queue_messages_sent_total", labels)
+
+    assert (sent("a"), sent("b")) == (2, 1)
+
+
 async def test_invalid_messages_raise_clear_errors(broker: RecordingBroker) -> None:
     producer = Producer(broker, max_payload_bytes=10)
     with pytest.raises(PayloadTooLarge, match="limit is 10 bytes"):

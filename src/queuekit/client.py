@@ -154,11 +154,11 @@ class Producer:
                 ) from None
         except QueuekitError:
             if self.metrics is not None:
-                for topic, count in Counter(m.topic for m in messages).items():
+                for topic, count in _per_topic(messages):
                     self.metrics.errors.labels(topic, self.metrics.backend, "publish").inc(count)
             raise
         if self.metrics is not None:
-            for topic, count in Counter(m.topic for m in messages).items():
+            for topic, count in _per_topic(messages):
                 self.metrics.sent(topic, count)
 
     async def send(
@@ -217,6 +217,14 @@ class Producer:
             max_payload_bytes=settings.max_payload_bytes,
             owns_broker=True,
         )
+
+
+def _per_topic(messages: Sequence[Message]) -> Iterable[tuple[str, int]]:
+    """``(topic, count)`` of non-empty ``messages``; the usual single topic without a Counter."""
+    topic = messages[0].topic
+    if len(messages) == 1 or all(message.topic == topic for message in messages):
+        return ((topic, len(messages)),)
+    return Counter(message.topic for message in messages).items()
 
 
 def _message_fields(item: Mapping[str, Any], allowed: frozenset[str]) -> dict[str, Any]:

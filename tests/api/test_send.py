@@ -8,7 +8,8 @@ import httpx
 import orjson
 from pydantic import BaseModel
 
-from api.support import StaticCatalog, api_client, assert_problem, depth, received
+from api.support import BASE_URL, StaticCatalog, api_client, assert_problem, depth, received
+from queuekit.api import create_app
 from queuekit.backends.memory import MemoryBroker
 from queuekit.metrics import Metrics
 from queuekit.settings import Settings
@@ -265,3 +266,24 @@ async def test_a_trailing_slash_redirects_to_send(client: httpx.AsyncClient) -> 
     # Then it is redirected to /send, keeping the method (307), and nothing is published
     assert response.status_code == 307
     assert response.headers["location"].endswith("/send")
+
+
+async def test_sends_are_served_below_a_root_path(broker: MemoryBroker) -> None:
+    # Given the API served below /api (behind a proxy that keeps the prefix in the path)
+    app = create_app(broker, settings=Settings(queue_type="memory"), manage_broker=False)
+    transport = httpx.ASGITransport(app=app, root_path="/api")
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client,
+    ):
+        # When a message and a batch are posted there, and a bad message too
+        one = await client.post("/api/send", json={"topic": "rooted", "payload": 1})
+        batch = await client.post(
+            "/api/send/batch", json={"messages": [{"topic": "rooted", "payload": 2}]}
+        )
+        bad = await client.post("/api/send", json={"topic": "bad topic", "payload": 1})
+
+    # Then both are published, and the problem names the full path
+    assert (one.status_code, batch.status_code) == (202, 202)
+    assert await depth(broker, "rooted") == 2
+    assert assert_problem(bad, 400, "invalid-topic")["instance"] == "/api/send"

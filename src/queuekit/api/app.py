@@ -29,7 +29,7 @@ from queuekit.api.schemas import (
     SendRequest,
     SendResponse,
 )
-from queuekit.api.send import SendEndpoint
+from queuekit.api.send import SendEndpoint, SendShortcut
 from queuekit.api.topics import topics_router
 from queuekit.broker import Broker
 from queuekit.client import Producer
@@ -86,9 +86,14 @@ def create_app(
     app = FastAPI(title=API_TITLE, version=API_VERSION, lifespan=lifespan)
     app.state.queuekit = context
     install_problem_handlers(app)
-    # Plain ASGI routes (the hot path skips FastAPI's request handling), documented below.
-    for path, batch in (("/send", False), ("/send/batch", True)):
-        app.router.add_route(path, SendEndpoint(context, batch=batch), methods=["POST"])  # type: ignore[arg-type]
+    # Plain ASGI endpoints (the hot path skips FastAPI's request handling), documented below;
+    # served by SendShortcut, and routed too for what it leaves to the router.
+    send_endpoints = {
+        "/send": SendEndpoint(context, batch=False),
+        "/send/batch": SendEndpoint(context, batch=True),
+    }
+    for path, endpoint in send_endpoints.items():
+        app.router.add_route(path, endpoint, methods=["POST"])  # type: ignore[arg-type]
     app.include_router(topics_router(context))
     app.include_router(probes_router(context))
     app.include_router(dashboard_router())
@@ -97,6 +102,7 @@ def create_app(
         (SendRequest, SendBatchRequest, SendResponse, SendBatchResponse, ReplayRequest),
         paths=send_paths(),
     )
+    app.add_middleware(SendShortcut, endpoints=send_endpoints)  # added first: the innermost
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limits(settings.max_payload_bytes))
     app.add_middleware(CatchAllMiddleware)  # added last: the outermost layer
     return app

@@ -35,6 +35,8 @@ from queuekit.errors import (
 )
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+ANSWERED_ERRORS = (InvalidTopic, InvalidMessage, BrokerError)
+"""queuekit's errors that routes may let through: the problem handlers answer them."""
 PROBLEM_TYPE_PREFIX = "urn:queuekit:problem:"
 RETRY_AFTER_SECONDS = 5
 
@@ -137,6 +139,19 @@ def problem_from_error(exc: Exception) -> Problem | None:
     return None
 
 
+def answerable(exc: Exception) -> Problem | None:
+    """The problem answering ``exc`` if the API answers it as a 4xx/5xx problem, else None.
+
+    ``exc`` is a :class:`Problem` itself, or one of queuekit's errors that
+    :func:`problem_from_error` maps; anything else is a bug (answered 500 by the caller).
+    """
+    if isinstance(exc, Problem):
+        return exc
+    if isinstance(exc, ANSWERED_ERRORS):
+        return problem_from_error(exc)
+    return None
+
+
 def validation_errors(raw: Sequence[Any]) -> list[dict[str, Any]]:
     """Pydantic/FastAPI errors reduced to ``loc``, ``msg`` and ``type`` (no echoed input)."""
     return [
@@ -190,7 +205,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http_error)
-    for error_type in (InvalidTopic, InvalidMessage, BrokerError):
+    for error_type in ANSWERED_ERRORS:
         app.add_exception_handler(error_type, on_queuekit_error)
 
 

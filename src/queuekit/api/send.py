@@ -14,20 +14,22 @@ These are the API's hot path, so they are plain ASGI endpoints rather than FastA
 they read the few headers they need in one pass, parse the body once (orjson, then the
 pydantic model), and answer with bytes encoded once. FastAPI's dependency resolution and
 response-model serialization cost more per request than all of the work above together.
-Errors are raised as :class:`~queuekit.api.problems.Problem` (or queuekit errors) and
-answered by the app's problem handlers, like everywhere else. Their OpenAPI description is
-:func:`queuekit.api.openapi.send_paths`.
+They answer their own problems (as the app's problem handlers would), so that
+:class:`SendShortcut` can serve them ahead of FastAPI's exception layer and router; the
+router holds them too, for everything the shortcut leaves to it (other methods get a 405,
+``/send/`` a redirect). Their OpenAPI description is :func:`queuekit.api.openapi.send_paths`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from starlette.types import Receive, Scope, Send
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from queuekit.api.auth import API_KEY_HEADER
 from queuekit.api.body import parse_json, read_body, validate_body
@@ -38,7 +40,7 @@ from queuekit.api.idempotency import (
     check_idempotency_key,
     idempotent_message_id,
 )
-from queuekit.api.problems import Problem, invalid_request
+from queuekit.api.problems import Problem, answerable, invalid_request
 from queuekit.api.schemas import SendBatchRequest, SendRequest
 from queuekit.errors import InvalidMessage, InvalidTopic, PayloadTooLarge
 from queuekit.message import Message, validate_topic
@@ -64,6 +66,15 @@ class SendEndpoint:
         self.batch = batch
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._serve(scope, receive, send)
+        except Exception as exc:  # raised before the answer started: it is sent last
+            problem = answerable(exc)
+            if problem is None:
+                raise
+            await problem.response(Request(scope).url.path)(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _request_headers(scope)
         principal = self.context.auth.authenticate(
             headers.get(_API_KEY), headers.get(_AUTHORIZATION)
@@ -94,6 +105,36 @@ class SendEndpoint:
             response_headers.append(_REPLAYED_HEADER)
         await send({"type": "http.response.start", "status": 202, "headers": response_headers})
         await send({"type": "http.response.body", "body": answer})
+
+
+class SendShortcut:
+    """Serve ``POST`` to the send endpoints' paths directly; pass anything else to ``app``.
+
+    Installed innermost among the app's middleware (inside the body limit and the
+    catch-all), it spares the hot path FastAPI's exception layer and router. Paths are
+    matched exactly, below the ``root_path`` as the router matches them.
+    """
+
+    def __init__(self, app: ASGIApp, *, endpoints: Mapping[str, ASGIApp]) -> None:
+        self.app = app
+        self.endpoints = dict(endpoints)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self.endpoints.get(_route_path(scope))
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    """The request path below the ``root_path`` (as Starlette's router reads it)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        return path[len(root) :]
+    return path
 
 
 def _request_headers(scope: Scope) -> dict[bytes, str]:
