@@ -263,6 +263,32 @@ async def test_a_message_that_arrives_before_it_is_due_waits_again(
     assert (message.id, message.attempt) == ("early-1", 1)
 
 
+async def test_batched_acks_never_acknowledge_a_message_still_being_handled(
+    broker: RabbitMQBroker,
+) -> None:
+    # Given five messages held by one consumer
+    topic = unique_topic()
+    sub = await broker.subscribe(topic, prefetch=5)
+    sent = [Message.build(topic, {"n": n}) for n in range(5)]
+    await broker.publish(sent)
+    async with asyncio.timeout(WAIT):
+        held = [await anext(sub) for _ in sent]
+
+    # When all but the second are acked (out of order, in one batch) and the consumer goes
+    # away while still handling the second
+    for delivery in [held[4], held[0], held[3], held[2]]:
+        await delivery.ack()
+    await sub.close()
+
+    # Then the second comes back, as attempt 2
+    again = await broker.subscribe(topic)
+    message = await next_message(again)
+    assert (message.id, message.attempt) == (sent[1].id, 2)
+    # And nothing else does: a message published now is the next one
+    await broker.publish([sentinel := Message.build(topic, "after")])
+    assert (await next_message(again)).id == sentinel.id
+
+
 async def test_a_topic_whose_queues_were_deleted_gets_its_default_group_back(
     broker: RabbitMQBroker, raw: aio_pika.abc.AbstractChannel
 ) -> None:

@@ -31,6 +31,7 @@ import aiormq
 from aiormq.abc import DeliveredMessage
 
 from queuekit.backends.rabbitmq import names, wire
+from queuekit.backends.rabbitmq.acks import AckBatcher
 from queuekit.backends.rabbitmq.failures import CLIENT_ERRORS
 from queuekit.backends.rabbitmq.publisher import Outgoing
 from queuekit.backends.rabbitmq.topology import Route
@@ -75,7 +76,7 @@ class RabbitMQDelivery(Delivery):
 
     async def ack(self) -> None:
         self._begin_settle()
-        await self._subscription.settle(self._delivered, None)
+        await self._subscription.ack(self._delivered)
 
     async def nack(self, delay: float = 0.0) -> None:
         if not delay >= 0 or math.isinf(delay):
@@ -132,6 +133,7 @@ class RabbitMQSubscription(Subscription):
         self._channel = channel
         self._consumer_tag: str | None = None
         self._consumer_channel: aiormq.abc.AbstractChannel | None = None
+        self._acks: AckBatcher | None = None
         self._buffer: collections.deque[DeliveredMessage] = collections.deque()
         self._wakeup = asyncio.Event()
         self._closed = False
@@ -156,6 +158,8 @@ class RabbitMQSubscription(Subscription):
     async def _consume(self) -> None:
         channel = await self._channel.get_underlay_channel()
         channel.on_consumer_cancel_callbacks.add(self._on_cancelled)
+        if self._acks is None or self._acks.channel is not channel:
+            self._acks = AckBatcher(channel)
         ok = await channel.basic_consume(self._queue_name, self._on_message, no_ack=False)
         self._consumer_channel = channel
         self._consumer_tag = ok.consumer_tag
@@ -177,6 +181,9 @@ class RabbitMQSubscription(Subscription):
             )
 
     async def _on_message(self, delivered: DeliveredMessage) -> None:
+        acks, tag = self._acks, delivered.delivery_tag
+        if acks is not None and tag is not None and acks.channel is delivered.channel:
+            acks.opened(tag)
         if self._closed:
             self._spawn(self._give_back(delivered))
             return
@@ -218,6 +225,30 @@ class RabbitMQSubscription(Subscription):
             return None
         return RabbitMQDelivery(self, delivered, message)
 
+    async def ack(self, delivered: DeliveredMessage) -> None:
+        """Queue the acknowledgement of ``delivered`` (sent with others at the end of this
+        event-loop turn, see acks.py).
+
+        Raises:
+            ConnectionLost: the channel that received ``delivered`` is gone, so it cannot be
+                acknowledged; RabbitMQ delivers it again (with attempt + 1).
+        """
+        try:
+            acks, tag = self._acks, delivered.delivery_tag
+            if delivered.channel.is_closed:
+                raise _gone(self._queue_name)
+            if acks is not None and tag is not None and acks.channel is delivered.channel:
+                acks.ack(tag)
+            else:
+                try:
+                    await self._ack(delivered)
+                except _CHANNEL_GONE as exc:
+                    raise _gone(self._queue_name) from exc
+        finally:
+            self._unsettled -= 1
+            if self._closed and self._unsettled <= 0:
+                self._spawn(self._close_channel())
+
     async def settle(self, delivered: DeliveredMessage, copy: Outgoing | None) -> None:
         """Publish ``copy`` (if any, confirmed), then acknowledge ``delivered``.
 
@@ -231,15 +262,12 @@ class RabbitMQSubscription(Subscription):
                 try:
                     await self._broker.publisher.publish([copy])
                 except BrokerError:
-                    await _requeue(delivered)
+                    await self._requeue(delivered)
                     raise
             try:
-                await _ack(delivered)
+                await self._ack(delivered)
             except _CHANNEL_GONE as exc:
-                raise ConnectionLost(
-                    f"a delivery of {self._queue_name} cannot be acknowledged: its channel "
-                    "was closed; RabbitMQ will deliver it again"
-                ) from exc
+                raise _gone(self._queue_name) from exc
         finally:
             self._unsettled -= 1
             if self._closed and self._unsettled <= 0:
@@ -249,21 +277,42 @@ class RabbitMQSubscription(Subscription):
         """Put ``copy`` in place of ``delivered``: publish it (confirmed), then ack the original."""
         try:
             await self._broker.publisher.publish([copy])
-            await _ack(delivered, drain=True)
+            await self._ack(delivered, drain=True)
         except (BrokerError, *_CHANNEL_GONE):
             log.warning("could not move a delivery of %s; RabbitMQ keeps it", self._queue_name)
-            await _requeue(delivered)
+            await self._requeue(delivered)
 
     async def _give_back(self, delivered: DeliveredMessage) -> None:
         """Return a prefetched message that was never handed out, its attempt unchanged."""
         if delivered.channel.is_closed:
             return
         if delivered.redelivered:
-            await _requeue(delivered)  # still to be counted by the consumer that gets it
+            await self._requeue(delivered)  # still to be counted by the consumer that gets it
             return
         props = delivered.header.properties
         copy = Outgoing(Route(self.topic, self.group), delivered.body, props)
         await self._replace(delivered, copy)
+
+    def _release(self, delivered: DeliveredMessage) -> None:
+        """``delivered`` is settled by a frame of its own, sent now (see acks.py)."""
+        acks, tag = self._acks, delivered.delivery_tag
+        if acks is not None and tag is not None and acks.channel is delivered.channel:
+            acks.release(tag)
+
+    async def _ack(self, delivered: DeliveredMessage, *, drain: bool = False) -> None:
+        """Acknowledge ``delivered`` alone; with ``drain``, return once the ack is in the socket."""
+        tag = delivered.delivery_tag
+        assert tag is not None  # deliveries of a consumer always have one
+        self._release(delivered)
+        await delivered.channel.basic_ack(tag, wait=drain)
+
+    async def _requeue(self, delivered: DeliveredMessage) -> None:
+        tag = delivered.delivery_tag
+        if tag is None or delivered.channel.is_closed:
+            return
+        self._release(delivered)
+        with contextlib.suppress(*_CHANNEL_GONE):
+            await delivered.channel.basic_nack(tag, requeue=True, wait=False)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], *, replacing: bool = False) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -309,6 +358,8 @@ class RabbitMQSubscription(Subscription):
         if self._channel_closer is not None:
             self._channel_closer.cancel()
             self._channel_closer = None
+        if self._acks is not None:
+            await self._acks.drain()  # queued acks go out before the channel closes
         if not self._channel.is_closed:
             with contextlib.suppress(*_CHANNEL_GONE, asyncio.TimeoutError):
                 await self._channel.close()
@@ -317,16 +368,8 @@ class RabbitMQSubscription(Subscription):
 _CHANNEL_GONE = (aiormq.exceptions.ChannelInvalidStateError, aiormq.exceptions.AMQPError)
 
 
-async def _ack(delivered: DeliveredMessage, *, drain: bool = False) -> None:
-    """Acknowledge ``delivered``; with ``drain``, return once the ack is in the socket."""
-    tag = delivered.delivery_tag
-    assert tag is not None  # deliveries of a consumer always have one
-    await delivered.channel.basic_ack(tag, wait=drain)
-
-
-async def _requeue(delivered: DeliveredMessage) -> None:
-    tag = delivered.delivery_tag
-    if tag is None or delivered.channel.is_closed:
-        return
-    with contextlib.suppress(*_CHANNEL_GONE):
-        await delivered.channel.basic_nack(tag, requeue=True, wait=False)
+def _gone(queue: str) -> ConnectionLost:
+    return ConnectionLost(
+        f"a delivery of {queue} cannot be acknowledged: its channel was closed; "
+        "RabbitMQ will deliver it again"
+    )
