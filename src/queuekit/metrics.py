@@ -7,12 +7,25 @@ registry it was given, so tests and several apps in one process never collide.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from typing import TYPE_CHECKING
 
-from queuekit.broker import TopicStats
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+    from queuekit.broker import TopicStats
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]  # noqa: F822 - the constant comes from __getattr__
+
+
+def __getattr__(name: str) -> str:
+    # prometheus_client is loaded with the first Metrics (or this constant), not on import:
+    # a process that never records metrics does not pay for it.
+    if name == "CONTENT_TYPE_LATEST":
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+        return CONTENT_TYPE_LATEST
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -25,6 +38,8 @@ class Metrics:
     """
 
     def __init__(self, registry: CollectorRegistry | None = None, *, backend: str = "") -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
         self.registry = registry if registry is not None else CollectorRegistry()
         self.backend = backend
         self.messages_sent = Counter(
@@ -102,4 +117,6 @@ class Metrics:
 
     def render(self) -> bytes:
         """The registry in Prometheus' text format (serve with ``CONTENT_TYPE_LATEST``)."""
+        from prometheus_client import generate_latest
+
         return generate_latest(self.registry)

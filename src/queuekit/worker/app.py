@@ -5,12 +5,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from queuekit.errors import ConfigError, InvalidTopic
 from queuekit.message import DEFAULT_GROUP, validate_group, validate_topic
+
+if TYPE_CHECKING:  # pydantic is imported only by apps whose handlers have a schema
+    from pydantic import BaseModel
 
 __all__ = ["App", "HandlerSpec", "IdempotencyKey"]
 
@@ -103,13 +104,17 @@ def _check_options(spec: HandlerSpec, where: str) -> None:
         or spec.concurrency < 1
     ):
         raise ConfigError(f"{where}: concurrency must be an integer >= 1 or None")
-    if spec.schema is not None and not (
-        isinstance(spec.schema, type) and issubclass(spec.schema, BaseModel)
-    ):
+    if spec.schema is not None and not _is_model(spec.schema):
         raise ConfigError(f"{where}: schema must be a pydantic BaseModel subclass")
     key = spec.idempotency_key
     if not (key is None or key is False or callable(key)):
         raise ConfigError(f"{where}: idempotency_key must be None, False or a callable")
+
+
+def _is_model(schema: object) -> bool:
+    from pydantic import BaseModel
+
+    return isinstance(schema, type) and issubclass(schema, BaseModel)
 
 
 def _is_async(func: Callable[..., Any]) -> bool:
