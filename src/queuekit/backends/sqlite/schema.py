@@ -89,6 +89,8 @@ CONNECTION_PRAGMAS = (
     SYNC_DURABLE,
     "PRAGMA foreign_keys = OFF",
     "PRAGMA temp_store = MEMORY",
-    "PRAGMA cache_size = -16000",
+    # SQLite's default 2 MiB: a queue's working set is the head and tail of a few b-trees;
+    # 16 MiB added 5 MiB to a worker's peak RSS and nothing to its throughput.
+    "PRAGMA cache_size = -2000",
     "PRAGMA journal_size_limit = 67108864",
 )
