@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -206,6 +207,23 @@ def test_the_payload_is_json_bytes_and_decodes_back() -> None:
     message = Message.build("t", {"to": "ada@example.com", "n": [1, 2.5, None, True]})
     assert message.payload == b'{"to":"ada@example.com","n":[1,2.5,null,true]}'
     assert message.json() == {"to": "ada@example.com", "n": [1, 2.5, None, True]}
+
+
+def test_a_built_payload_takes_about_its_own_size_in_memory() -> None:
+    # Given payloads of about 1 KiB
+    body = {"data": "x" * 1000}
+    tracemalloc.start()
+    try:
+        # When 200 messages are built and kept
+        before = tracemalloc.get_traced_memory()[0]
+        messages = [Message.build("t", body) for _ in range(200)]
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+    # Then each holds little more than its payload (not the encoder's 8 KiB buffer)
+    assert len(messages[0].payload) == 1011
+    assert kept / len(messages) < 2048
 
 
 def test_a_non_json_payload_is_rejected() -> None:
