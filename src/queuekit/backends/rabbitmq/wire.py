@@ -96,16 +96,16 @@ def decode(topic: str, body: bytes, props: spec.Basic.Properties) -> tuple[Messa
     due = _as_float(raw.get(DUE))
     created_at = props.timestamp.timestamp() if props.timestamp is not None else time.time()
     key = raw.get(KEY)
-    message = Message(
-        topic=topic,
-        payload=body,
-        id=props.message_id or new_message_id(),
-        headers=headers,
-        key=key if isinstance(key, str) else None,
-        priority=min(max(priority, 0), 9),
-        not_before=not_before,
-        attempt=_as_int(raw.get(ATTEMPT)) or 1,
-        created_at=created_at,
+    message = Message.restore(
+        topic,
+        body,
+        props.message_id or new_message_id(),
+        headers,
+        key if isinstance(key, str) else None,
+        min(max(priority, 0), 9),
+        not_before,
+        _as_int(raw.get(ATTEMPT)) or 1,
+        created_at,
     )
     return message, due if due is not None else not_before
 

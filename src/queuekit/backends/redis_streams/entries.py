@@ -85,7 +85,7 @@ def decode(
     if len(fields) == 6 and fields[0] == PAYLOAD and fields[2] == ID and fields[4] == CREATED_AT:
         # The shape queuekit itself writes for a plain message: skip the general parsing.
         try:
-            return Message(
+            return Message.restore(
                 topic,
                 fields[1],
                 fields[3].decode(),
@@ -113,16 +113,16 @@ def decode(
         raw_not_before = values.get(NOT_BEFORE)
         raw_key = values.get(KEY)
         prior = int(values.get(PRIOR_ATTEMPTS, b"0"))
-        return Message(
-            topic=topic,
-            payload=payload,
-            id=raw_id.decode() if raw_id else f"{stream}/{entry_id.decode()}",
-            headers=headers,
-            key=raw_key.decode() if raw_key is not None else None,
-            priority=priority,
-            not_before=float(raw_not_before) if raw_not_before else None,
-            attempt=prior + deliveries,
-            created_at=float(raw_created) if raw_created else entry_time(entry_id),
+        return Message.restore(
+            topic,
+            payload,
+            raw_id.decode() if raw_id else f"{stream}/{entry_id.decode()}",
+            headers,
+            raw_key.decode() if raw_key is not None else None,
+            priority,
+            float(raw_not_before) if raw_not_before else None,
+            prior + deliveries,
+            float(raw_created) if raw_created else entry_time(entry_id),
         )
     except (ValueError, AttributeError, orjson.JSONDecodeError) as exc:
         raise InvalidEntry(f"stream entry {entry_id.decode()} is malformed: {exc}") from exc
