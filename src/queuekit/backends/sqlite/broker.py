@@ -15,7 +15,7 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -201,8 +201,8 @@ class SqliteBroker(Broker, Admin):
             if group is None or subscription.group == group:
                 subscription.wake()
 
-    async def _settle(self, settlement: Settlement) -> None:
-        await self._settler.submit((settlement,))
+    def _settle(self, settlement: Settlement) -> Awaitable[None]:
+        return self._settler.submit((settlement,))  # awaited by the subscription
 
     async def _write_settlements(self, settlements: Sequence[Settlement]) -> None:
         await self._database.call(lambda store: store.settle(settlements))

@@ -13,9 +13,8 @@ import functools
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
@@ -35,9 +34,11 @@ _MESSAGE_COLUMNS = "seq, id, topic, payload, headers, key, priority, not_before,
 _DEAD_LETTER_COLUMNS = "dl_seq, id, topic, payload, headers, key, priority, NULL, created_at"
 
 
-@dataclass(frozen=True, slots=True)
-class Settlement:
+class Settlement(NamedTuple):
     """How one delivery was settled, to be written with others in one transaction.
+
+    A named tuple: one is made per settled message, and a tuple is built in a fraction of
+    the time of a frozen dataclass.
 
     Attributes:
         kind: ``ack`` deletes the delivery; ``nack`` unleases it until ``available_at``;

@@ -55,7 +55,18 @@ class SqliteDelivery(Delivery):
         return self._subscription.group
 
     async def ack(self) -> None:
-        await self._settle("ack")
+        # The hot path, spelled out: one coroutine frame less to suspend and resume per message.
+        if self._settled:
+            raise RuntimeError(f"message {self._message.id} was already settled")
+        self._settled = True
+        subscription = self._subscription
+        try:
+            await subscription.settle(
+                Settlement("ack", self.seq, subscription.group, subscription.owner)
+            )
+        except Exception:
+            self._settled = False  # rolled back: see _settle
+            raise
 
     async def nack(self, delay: float = 0.0) -> None:
         if not 0 <= delay < math.inf:  # also rejects NaN
