@@ -83,6 +83,10 @@ class PrivateRedis:
             "",
             "--appendonly",
             "yes" if aof else "no",
+            # With the default everysec, Redis acknowledges writes still waiting for a slow
+            # fsync, so a kill -9 on a busy disk can lose them: the crash case needs always.
+            "--appendfsync",
+            "always",
         ]
         self._process: subprocess.Popen[bytes] | None = None
 
