@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 import tracemalloc
 from typing import Any
@@ -197,6 +198,27 @@ def test_generated_ids_are_unique_hex() -> None:
     ids = {new_message_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def test_a_forked_child_does_not_reuse_its_parents_ids() -> None:
+    # Given a process that has ids to spare (they are read from the OS in bulk)
+    new_message_id()
+    reader, writer = os.pipe()
+
+    # When it forks and the child and the parent each take ids
+    child = os.fork()
+    if child == 0:  # the child: report its ids and leave at once
+        os.write(writer, " ".join(new_message_id() for _ in range(10)).encode())
+        os._exit(0)
+    os.close(writer)
+    parent_ids = {new_message_id() for _ in range(10)}
+    with os.fdopen(reader) as pipe:
+        child_ids = set(pipe.read().split())
+    os.waitpid(child, 0)
+
+    # Then no id was handed out twice
+    assert len(child_ids) == 10
+    assert parent_ids.isdisjoint(child_ids)
 
 
 # -- payload and immutability -------------------------------------------------------------------
