@@ -4,7 +4,12 @@
 delivery reports resolve (``acks=all``, ``enable.idempotence=true``). Concurrent sends are
 batched by librdkafka itself (``linger.ms``) into the same produce requests, so many
 concurrent publishes become one round trip: the group commit happens inside the client and
-several batches can be in flight at once. A dedicated thread serves the delivery reports.
+several batches can be in flight at once.
+
+The delivery reports are served on the event loop (``poll(0)`` every ``POLL_INTERVAL`` while
+records are outstanding, every ``IDLE_POLL_INTERVAL`` otherwise, for librdkafka's log lines).
+A report is one Python callback per record; served from a thread of their own, each callback
+took the GIL back from the busy loop, up to ``sys.getswitchinterval()`` (5 ms) every time.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from queuekit.errors import BrokerUnavailable
 CLIENT_LOG = logging.getLogger("queuekit.backends.kafka.librdkafka")
 """Where librdkafka's own log lines go (instead of stderr)."""
 
-_POLL_SECONDS = 0.2
+POLL_INTERVAL = 0.0005  # seconds between delivery-report polls while records are in flight
+IDLE_POLL_INTERVAL = 0.2
 MAX_RECORD_BYTES = 16 * 1024 * 1024  # also each topic's max.message.bytes
 _QUEUE_FULL_BACKOFF = 0.005
 
@@ -32,22 +38,26 @@ _QUEUE_FULL_BACKOFF = 0.005
 class _BatchWaiter:
     """Counts the delivery reports of one batch; resolves ``future`` on the last one."""
 
-    __slots__ = ("error", "future", "loop", "remaining")
+    __slots__ = ("error", "future", "loop", "loop_thread", "remaining")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
         self.loop = loop
+        self.loop_thread = threading.get_ident()  # created on the loop
         self.future: asyncio.Future[None] = loop.create_future()
         self.remaining = count
         self.error: Any = None
 
     def on_delivery(self, error: Any, _record: Any) -> None:
-        # Runs on the poll thread only (close() joins it before its final flush), so the
-        # count needs no lock.
+        # Runs on the event loop (its polls), or on close()'s final flush once those stopped:
+        # one thread at a time, so the count needs no lock.
         if error is not None and self.error is None:
             self.error = error
         self.remaining -= 1
         if self.remaining == 0:
-            self.loop.call_soon_threadsafe(self._finish)
+            if threading.get_ident() == self.loop_thread:
+                self._finish()
+            else:
+                self.loop.call_soon_threadsafe(self._finish)
 
     def _finish(self) -> None:
         if not self.future.done():
@@ -76,25 +86,43 @@ class AsyncProducer:
         }
         self._timeout = timeout
         self._producer: Any = None
-        self._thread: threading.Thread | None = None
         self._running = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sending = 0  # sends awaiting their delivery reports
+        self._poll_timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
-        """Create the producer and its delivery-report thread."""
+        """Create the producer and start serving its delivery reports on the running loop."""
         try:
             self._producer = Producer(self._config)
         except KafkaException as exc:
             raise to_publish_error(exc, "creating a producer") from exc
         self._running = True
-        self._thread = threading.Thread(
-            target=self._serve_reports, name="queuekit-kafka-producer", daemon=True
-        )
-        self._thread.start()
+        self._serve_on(asyncio.get_running_loop())
+
+    def _serve_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._poll_timer is not None:
+            self._poll_timer.cancel()
+        self._loop = loop
+        self._poll_timer = loop.call_later(IDLE_POLL_INTERVAL, self._serve_reports)
 
     def _serve_reports(self) -> None:
-        producer = self._producer
-        while self._running:
-            producer.poll(_POLL_SECONDS)
+        producer, loop = self._producer, self._loop
+        if producer is None or loop is None:
+            self._poll_timer = None
+            return
+        producer.poll(0)
+        interval = POLL_INTERVAL if self._sending else IDLE_POLL_INTERVAL
+        self._poll_timer = loop.call_later(interval, self._serve_reports)
+
+    def _poll_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Make the next poll come within ``POLL_INTERVAL`` (records were just produced)."""
+        timer = self._poll_timer
+        if loop is not self._loop or timer is None:
+            self._serve_on(loop)
+        elif timer.when() - loop.time() > POLL_INTERVAL:
+            timer.cancel()
+            self._poll_timer = loop.call_later(POLL_INTERVAL, self._serve_reports)
 
     async def send(self, records: Sequence[OutRecord]) -> None:
         """Produce ``records`` and return when the cluster acknowledged all of them.
@@ -108,27 +136,34 @@ class AsyncProducer:
             raise BrokerUnavailable("kafka producer is not connected")
         if not records:
             return
-        waiter = _BatchWaiter(asyncio.get_running_loop(), len(records))
+        loop = asyncio.get_running_loop()
+        waiter = _BatchWaiter(loop, len(records))
         callback = waiter.on_delivery
         produce = producer.produce
-        for topic, value, key, headers, timestamp_ms in records:
-            while True:
-                try:
-                    produce(
-                        topic,
-                        value=value,
-                        key=key,
-                        headers=headers,
-                        timestamp=timestamp_ms,
-                        on_delivery=callback,
-                    )
-                    break
-                except BufferError:
-                    # librdkafka's local queue is full: let the poll thread drain it.
-                    await asyncio.sleep(_QUEUE_FULL_BACKOFF)
-                except KafkaException as exc:
-                    raise to_publish_error(exc, f"producing to {topic}") from exc
-        await waiter.future
+        self._sending += 1
+        try:
+            for topic, value, key, headers, timestamp_ms in records:
+                while True:
+                    try:
+                        produce(
+                            topic,
+                            value=value,
+                            key=key,
+                            headers=headers,
+                            timestamp=timestamp_ms,
+                            on_delivery=callback,
+                        )
+                        break
+                    except BufferError:
+                        # librdkafka's local queue is full: serve reports, let it drain.
+                        producer.poll(0)
+                        await asyncio.sleep(_QUEUE_FULL_BACKOFF)
+                    except KafkaException as exc:
+                        raise to_publish_error(exc, f"producing to {topic}") from exc
+            self._poll_soon(loop)
+            await waiter.future
+        finally:
+            self._sending -= 1
         if waiter.error is not None:
             raise to_publish_error(waiter.error, f"publishing {len(records)} record(s)")
 
@@ -138,7 +173,7 @@ class AsyncProducer:
         if producer is None:
             return
         self._running = False
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
+        if self._poll_timer is not None:
+            self._poll_timer.cancel()
+            self._poll_timer = None
         await asyncio.to_thread(producer.flush, self._timeout)
