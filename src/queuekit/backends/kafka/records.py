@@ -13,7 +13,6 @@ Every other header is the message's own (``x-dlq-*`` included) and is passed thr
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import time
 from typing import Any
@@ -60,12 +59,13 @@ def to_record(message: Message, kafka_topic: str, now_ms: int | None = None) -> 
     return (kafka_topic, message.payload, key, headers, created_ms)
 
 
-def from_record(record: Any, topic: str, priority: int) -> Message:
+def from_record(record: Any, topic: str, priority: int, offset: int | None = None) -> Message:
     """The message in a consumed ``confluent_kafka.Message``.
 
     ``topic`` is the queuekit topic, ``priority`` the lane's (a header overrides it). A record
     without queuekit headers (any plain producer) is a valid message: id derived from its
     position, so a redelivery keeps it; attempt 1; created at its Kafka timestamp.
+    ``offset``: the record's offset when the caller already read it.
     """
     message_id: str | None = None
     attempt = 1
@@ -87,7 +87,9 @@ def from_record(record: Any, topic: str, priority: int) -> Message:
         else:
             headers[name] = value
     if message_id is None:
-        position = f"{record.topic()}/{record.partition()}/{record.offset()}"
+        if offset is None:
+            offset = record.offset()
+        position = f"{record.topic()}/{record.partition()}/{offset}"
         message_id = hashlib.blake2b(position.encode(), digest_size=16).hexdigest()
     if created_at is None:
         kind, stamp = record.timestamp()
@@ -95,7 +97,7 @@ def from_record(record: Any, topic: str, priority: int) -> Message:
     raw_key = record.key()
     key = raw_key.decode("utf-8", "replace") if isinstance(raw_key, bytes) else raw_key
     value = record.value()
-    return _build_message(
+    return Message.restore(
         topic,
         value if value is not None else b"",
         message_id,
@@ -106,60 +108,6 @@ def from_record(record: Any, topic: str, priority: int) -> Message:
         max(1, attempt),
         created_at,
     )
-
-
-_FIELDS = ("topic", "payload", "id", "headers", "key", "priority", "not_before", "attempt")
-_FIELDS_WITH_TIME = (*_FIELDS, "created_at")
-(
-    _set_topic,
-    _set_payload,
-    _set_id,
-    _set_headers,
-    _set_key,
-    _set_priority,
-    _set_not_before,
-    _set_attempt,
-    _set_created_at,
-) = (Message.__dict__[name].__set__ for name in _FIELDS_WITH_TIME)
-_OTHER_FIELDS = [f for f in dataclasses.fields(Message) if f.name not in _FIELDS_WITH_TIME]
-
-
-def _build_message(
-    topic: str,
-    payload: bytes,
-    message_id: str,
-    headers: dict[str, str],
-    key: str | None,
-    priority: int,
-    not_before: float | None,
-    attempt: int,
-    created_at: float,
-) -> Message:
-    """``Message(...)`` without the frozen dataclass ``__init__``.
-
-    That ``__init__`` sets each field through ``object.__setattr__`` (a few microseconds per
-    message, most of the decoding budget of a consumed record); setting the slots through
-    their descriptors costs a fraction of it. Fields added to Message later get their
-    defaults, so this stays correct if the contract grows.
-    """
-    message = object.__new__(Message)
-    _set_topic(message, topic)
-    _set_payload(message, payload)
-    _set_id(message, message_id)
-    _set_headers(message, headers)
-    _set_key(message, key)
-    _set_priority(message, priority)
-    _set_not_before(message, not_before)
-    _set_attempt(message, attempt)
-    _set_created_at(message, created_at)
-    for extra in _OTHER_FIELDS:
-        default = (
-            extra.default_factory()
-            if extra.default_factory is not dataclasses.MISSING
-            else extra.default
-        )
-        object.__setattr__(message, extra.name, default)
-    return message
 
 
 def _int(text: str, default: int) -> int:

@@ -144,6 +144,7 @@ class KafkaSubscription(Subscription):
             return
         parts = self._parts
         ready = self._ready
+        topic = self.topic
         now = time.time()
         pause: list[Partition] = []
         for record in records:
@@ -157,9 +158,10 @@ class KafkaSubscription(Subscription):
                     log.debug("kafka consumer of %s: %s", self.topic, error.str())
                 continue
             part = parts.get((record.topic(), record.partition()))
-            if part is None or not part.ledger.fetched(record.offset()):
+            offset = record.offset()
+            if part is None or not part.ledger.fetched(offset):
                 continue
-            fetched = Fetched(part, record.offset(), from_record(record, self.topic, part.priority))
+            fetched = Fetched(part, offset, from_record(record, topic, part.priority, offset))
             part.buffered += 1
             ready.add(fetched, now)
             limit = PAUSE_AT if part.role == LANE else LOOKAHEAD
