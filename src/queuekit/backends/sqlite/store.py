@@ -30,6 +30,7 @@ from queuekit.errors import BrokerUnavailable
 from queuekit.message import DEFAULT_GROUP, DLQ_GROUP, Message, dlq_topic, parse_dead_letter
 
 _MESSAGE_COLUMNS = "seq, id, topic, payload, headers, key, priority, not_before, created_at"
+_CLAIMED_COLUMNS = ", ".join(f"m.{name.strip()}" for name in _MESSAGE_COLUMNS.split(","))
 # Same shape as _MESSAGE_COLUMNS, so one row decoder serves both tables.
 _DEAD_LETTER_COLUMNS = "dl_seq, id, topic, payload, headers, key, priority, NULL, created_at"
 
@@ -77,17 +78,18 @@ def _encode_headers(message: Message) -> bytes | None:
 
 
 def _message_from_row(row: Sequence[Any], attempt: int = 1) -> Message:
-    _, message_id, topic, payload, headers, key, priority, not_before, created_at = row
+    """The message of a row starting with the :data:`_MESSAGE_COLUMNS` (more may follow)."""
+    headers = row[4]
     return Message.restore(
-        topic,
-        payload,
-        message_id,
+        row[2],
+        row[3],
+        row[1],
         orjson.loads(headers) if headers else {},
-        key,
-        priority,
-        not_before,
+        row[5],
+        row[6],
+        row[7],
         attempt,
-        created_at,
+        row[8],
     )
 
 
@@ -256,27 +258,32 @@ class SqliteStore:
         """Lease up to ``limit`` claimable deliveries to ``owner``, by priority then seq.
 
         The attempt count is incremented here, in the same transaction, so a consumer that
-        crashes while handling a message still used up an attempt.
+        crashes while handling a message still used up an attempt. ``lease_until`` must
+        differ from the lease of every delivery ``owner`` already holds (a subscription's
+        leases only grow): it is how this claim's rows are found again.
         """
         with self._write() as db:
+            # No RETURNING: each returned row would be a step of its own, and on each step
+            # the database thread gives the GIL away and waits for the busy event loop to
+            # give it back. The claimed rows come back once, with their messages.
             leased = db.execute(
                 "UPDATE deliveries SET lease_owner = ?1, visible_at = ?2, attempts = attempts + 1"
                 " WHERE grp = ?4 AND seq IN ("
                 "   SELECT seq FROM deliveries INDEXED BY deliveries_claim_order"
                 "   WHERE topic = ?3 AND grp = ?4 AND visible_at <= ?5"
-                "   ORDER BY priority DESC, seq LIMIT ?6)"
-                " RETURNING seq, attempts",
+                "   ORDER BY priority DESC, seq LIMIT ?6)",
                 (owner, lease_until, topic, group, now, limit),
-            ).fetchall()
+            ).rowcount
             if not leased:
                 return []
-            attempts = dict(leased)
             rows = db.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages"
-                " WHERE seq IN (SELECT value FROM json_each(?))",
-                (orjson.dumps(list(attempts)),),
+                f"SELECT {_CLAIMED_COLUMNS}, d.attempts"
+                " FROM deliveries AS d INDEXED BY deliveries_due"
+                " JOIN messages AS m ON m.seq = d.seq"
+                " WHERE d.topic = ? AND d.grp = ? AND d.visible_at = ? AND d.lease_owner = ?",
+                (topic, group, lease_until, owner),
             ).fetchall()
-        claimed = [(row[0], _message_from_row(row, attempts[row[0]])) for row in rows]
+        claimed = [(row[0], _message_from_row(row, row[9])) for row in rows]
         claimed.sort(key=lambda item: (-item[1].priority, item[0]))
         return claimed
 

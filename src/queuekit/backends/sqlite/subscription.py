@@ -139,6 +139,7 @@ class SqliteSubscription(Subscription):
         self._closed = False
         self._backlog = False  # the last claim was full: claim again without checking
         self._next_visible: float | None = None
+        self._lease = 0.0  # the latest lease given (see _next_lease)
         self._claiming: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self._heartbeat = asyncio.create_task(self._keep_leases(), name=f"queuekit-lease-{owner}")
@@ -177,6 +178,7 @@ class SqliteSubscription(Subscription):
                 if due is None or due > now or self._closed:
                     return
             limit = self.prefetch - len(self._held)
+            lease_until = self._next_lease(now)
             claimed = await self._database.call(
                 lambda store: store.claim(
                     self.topic,
@@ -184,7 +186,7 @@ class SqliteSubscription(Subscription):
                     owner=self.owner,
                     limit=limit,
                     now=now,
-                    lease_until=now + self._timing.visibility_timeout,
+                    lease_until=lease_until,
                 )
             )
             self._backlog = len(claimed) == limit
@@ -222,16 +224,28 @@ class SqliteSubscription(Subscription):
 
     async def _extend_leases(self, seqs: list[int]) -> None:
         now = time.time()
+        lease_until = self._next_lease(now)
         await self._database.call(
             lambda store: store.extend_leases(
                 self.topic,
                 self.group,
                 owner=self.owner,
                 seqs=seqs,
-                lease_until=now + self._timing.visibility_timeout,
+                lease_until=lease_until,
                 now=now,
             )
         )
+
+    def _next_lease(self, now: float) -> float:
+        """``now`` + the visibility timeout, but always later than the previous lease.
+
+        So a claim's lease differs from every lease this consumer already holds, which is
+        how the store finds the claimed rows (see ``SqliteStore.claim``), even if the wall
+        clock stands still or steps back.
+        """
+        lease = max(now + self._timing.visibility_timeout, math.nextafter(self._lease, math.inf))
+        self._lease = lease
+        return lease
 
     async def close(self) -> None:
         """Stop claiming and release claimed deliveries not handed out yet; idempotent.
