@@ -17,6 +17,7 @@ import pytest
 
 from queuekit.backends import create_broker
 from queuekit.backends.sqlite import SqliteBroker, from_settings
+from queuekit.backends.sqlite.store import SqliteStore
 from queuekit.errors import BrokerUnavailable, InvalidMessage
 from queuekit.message import Message
 from queuekit.settings import Settings
@@ -385,3 +386,24 @@ async def test_messages_of_a_killed_consumer_are_redelivered_after_its_lease(
     for delivery in redelivered:
         await delivery.ack()
     assert (await broker.topic_stats("crash")).groups[0].lag == 0
+
+
+def test_a_claim_returns_only_its_own_rows_when_the_clock_stands_still(path: Path) -> None:
+    # Given five messages and a consumer that already holds two of them
+    store = SqliteStore.open(path, busy_timeout=1.0)
+    try:
+        store.ensure_group("jobs", "default", owner="c1", seen_until=1e12, now=1000.0)
+        store.insert_messages([Message.build("jobs", n) for n in range(5)], 1000.0)
+        first = store.claim("jobs", "default", owner="c1", limit=2, now=1000.0, lease_until=1030.0)
+
+        # When it claims again at the same instant (its lease is only nudged later)
+        second = store.claim(
+            "jobs", "default", owner="c1", limit=2, now=1000.0, lease_until=1030.0000000001
+        )
+
+        # Then the second claim returns the next two, never the ones already held
+        assert [m.json() for _, m in first] == [0, 1]
+        assert [m.json() for _, m in second] == [2, 3]
+        assert all(m.attempt == 1 for _, m in first + second)
+    finally:
+        store.close()
