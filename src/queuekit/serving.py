@@ -1,51 +1,45 @@
 """Run the producer API and workers together in one event loop, with one signal policy.
 
 ``queuekit run`` and ``queuekit api`` go through :func:`serve`. The process owns SIGTERM and
-SIGINT: the first asks everything to stop gracefully (the API stops accepting, workers
-finish in-flight messages within the grace period), a second one stops at once.
+SIGINT (:mod:`queuekit.signals`): the first asks everything to stop gracefully (the API stops
+accepting, workers finish in-flight messages within the grace period), a second one stops at
+once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
-from collections.abc import Generator
 
 import uvicorn
 
 from queuekit.backends import create_broker
 from queuekit.broker import Broker
+from queuekit.embedded_server import EmbeddedServer
 from queuekit.idempotency import create_idempotency_store
 from queuekit.metrics import Metrics
 from queuekit.settings import Settings
+from queuekit.signals import install_stop_signals
 from queuekit.worker import App, Worker
 
 log = logging.getLogger("queuekit.serve")
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to its host process."""
+class _Components:
+    """What :func:`serve` started, so a signal can reach each of them."""
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
+    def __init__(self, stop: asyncio.Event) -> None:
+        self.stop = stop
+        self.server: EmbeddedServer | None = None
+        self.runner: Worker | None = None
 
-
-def install_stop_signals(stop: asyncio.Event) -> None:
-    """First SIGTERM/SIGINT sets ``stop``; a second one exits the process at once."""
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            log.warning("second signal %s: stopping now", signal.Signals(signum).name)
-            raise SystemExit(1)
-        log.info("signal %s: shutting down gracefully", signal.Signals(signum).name)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
+    def request_stop(self, now: bool) -> None:
+        self.stop.set()
+        if now:
+            if self.runner is not None:
+                self.runner.request_stop(now=True)
+            if self.server is not None:
+                self.server.force_exit = True
 
 
 async def serve(
@@ -63,18 +57,18 @@ async def serve(
     """
     from queuekit.api import create_app  # FastAPI is only imported when serving
 
-    stop = stop or asyncio.Event()
-    install_stop_signals(stop)
+    parts = _Components(stop or asyncio.Event())
+    uninstall = install_stop_signals(
+        parts.request_stop, log, grace_seconds=settings.shutdown_grace_seconds
+    )
     broker = broker or create_broker(settings)
-    await broker.connect()
-    metrics = Metrics(backend=broker.backend)
-    tasks: list[asyncio.Task[object]] = []
-    server: _EmbeddedServer | None = None
-    runner: Worker | None = None
     idempotency = create_idempotency_store(settings) if worker and app is not None else None
+    tasks: list[asyncio.Task[object]] = []
     try:
+        await broker.connect()
+        metrics = Metrics(backend=broker.backend)
         if worker and app is not None:
-            runner = Worker(
+            parts.runner = Worker(
                 app,
                 broker,
                 concurrency=settings.worker_concurrency,
@@ -82,7 +76,7 @@ async def serve(
                 idempotency=idempotency,
                 grace_period=settings.shutdown_grace_seconds,
             )
-            tasks.append(asyncio.create_task(runner.run(), name="queuekit-worker"))
+            tasks.append(asyncio.create_task(parts.runner.run(), name="queuekit-worker"))
         if api:
             asgi = create_app(
                 broker, settings=settings, catalog=app, metrics=metrics, manage_broker=False
@@ -95,15 +89,15 @@ async def serve(
                 access_log=False,
                 lifespan="on",
             )
-            server = _EmbeddedServer(config)
-            tasks.append(asyncio.create_task(server.serve(), name="queuekit-api"))
-        stopper = asyncio.create_task(stop.wait())
+            parts.server = EmbeddedServer(config)
+            tasks.append(asyncio.create_task(parts.server.serve(), name="queuekit-api"))
+        stopper = asyncio.create_task(parts.stop.wait())
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         failed = [t for t in done if t is not stopper and t.exception() is not None]
-        if server is not None:
-            server.should_exit = True
-        if runner is not None:
-            await runner.stop()
+        if parts.server is not None:
+            parts.server.should_exit = True
+        if parts.runner is not None:
+            await parts.runner.stop()
         stopper.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         for result in results:
@@ -112,6 +106,7 @@ async def serve(
                 return 1
         return 1 if failed else 0
     finally:
+        uninstall()
         if idempotency is not None:
             await idempotency.close()
         await broker.close()

@@ -10,9 +10,8 @@ loop, without uvicorn's signal handling (the worker owns SIGTERM/SIGINT).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Generator, Iterable
+from collections.abc import Iterable
 from typing import Protocol
 
 import uvicorn
@@ -22,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from queuekit.broker import Admin
+from queuekit.embedded_server import EmbeddedServer
 from queuekit.metrics import CONTENT_TYPE_LATEST, Metrics
 from queuekit.worker.middleware.base import describe_error
 
@@ -58,14 +58,6 @@ def create_health_app(worker: ConsumingState, metrics: Metrics | None = None) ->
     )
 
 
-class _LoopServer(uvicorn.Server):
-    """A uvicorn server that leaves the process's signal handlers alone."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
 class HealthServer:
     """Serve an ASGI app on ``host:port`` in the running event loop until :meth:`stop`."""
 
@@ -75,7 +67,7 @@ class HealthServer:
         config = uvicorn.Config(
             app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
         )
-        self._server = _LoopServer(config)
+        self._server = EmbeddedServer(config)
         self._task: asyncio.Task[None] | None = None
         self._logger = logger or logging.getLogger("queuekit.worker.health")
         self.host = host

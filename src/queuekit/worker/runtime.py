@@ -26,8 +26,7 @@ import collections
 import contextlib
 import logging
 import random
-import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from queuekit.backends import create_broker
@@ -37,6 +36,7 @@ from queuekit.idempotency import IdempotencyStore, create_idempotency_store
 from queuekit.logs import configure_logging
 from queuekit.metrics import Metrics
 from queuekit.settings import Settings
+from queuekit.signals import install_stop_signals
 from queuekit.worker.app import App, HandlerSpec
 from queuekit.worker.middleware import DEFAULT_MIDDLEWARE, Context, Middleware, Next, Services
 from queuekit.worker.middleware.base import Outcome, compose, describe_error
@@ -507,7 +507,13 @@ async def run_worker(
             grace_period=settings.shutdown_grace_seconds,
             logger=logger,
         )
-        stack.callback(_install_signal_handlers(worker, logger))
+        stack.callback(
+            install_stop_signals(
+                lambda now: worker.request_stop(now=now),
+                logger,
+                grace_seconds=worker.grace_period,
+            )
+        )
         if serve_health and settings.worker_metrics_port:
             server = HealthServer(
                 create_health_app(worker, metrics),
@@ -533,37 +539,6 @@ async def run_worker(
 def run_worker_sync(app: App, settings: Settings, *, serve_health: bool = True) -> int:
     """:func:`run_worker` in a new event loop, for synchronous callers (the CLI)."""
     return asyncio.run(run_worker(app, settings, serve_health=serve_health))
-
-
-def _install_signal_handlers(worker: Worker, logger: logging.Logger) -> Callable[[], None]:
-    """SIGTERM/SIGINT stop ``worker`` gracefully, a second one at once; returns the undo."""
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-
-    def on_signal(received: signal.Signals) -> None:
-        if worker.stopping:
-            logger.warning("second signal: stopping now", extra={"signal": received.name})
-            worker.request_stop(now=True)
-        else:
-            logger.info(
-                "signal received: stopping gracefully",
-                extra={"signal": received.name, "grace_seconds": worker.grace_period},
-            )
-            worker.request_stop()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, on_signal, sig)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, Windows
-            logger.warning("cannot handle %s here; stop the worker another way", sig.name)
-        else:
-            installed.append(sig)
-
-    def uninstall() -> None:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-
-    return uninstall
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
