@@ -392,14 +392,12 @@ def test_a_claim_returns_only_its_own_rows_when_the_clock_stands_still(path: Pat
     # Given five messages and a consumer that already holds two of them
     store = SqliteStore.open(path, busy_timeout=1.0)
     try:
-        store.ensure_group("jobs", "default", owner="c1", seen_until=1e12, now=1000.0)
+        queue = store.ensure_group("jobs", "default", owner="c1", seen_until=1e12, now=1000.0)
         store.insert_messages([Message.build("jobs", n) for n in range(5)], 1000.0)
-        first = store.claim("jobs", "default", owner="c1", limit=2, now=1000.0, lease_until=1030.0)
+        first = store.claim(queue, owner="c1", limit=2, now=1000.0, lease_until=1030.0)
 
         # When it claims again at the same instant (its lease is only nudged later)
-        second = store.claim(
-            "jobs", "default", owner="c1", limit=2, now=1000.0, lease_until=1030.0000000001
-        )
+        second = store.claim(queue, owner="c1", limit=2, now=1000.0, lease_until=1030.0000000001)
 
         # Then the second claim returns the next two, never the ones already held
         assert [m.json() for _, m in first] == [0, 1]
@@ -407,3 +405,85 @@ def test_a_claim_returns_only_its_own_rows_when_the_clock_stands_still(path: Pat
         assert all(m.attempt == 1 for _, m in first + second)
     finally:
         store.close()
+
+
+# The layout of schema version 1 (queuekit 0.1.0 before the queue-id layout), verbatim.
+SCHEMA_V1 = """
+CREATE TABLE messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, topic TEXT NOT NULL,
+    payload BLOB NOT NULL, headers BLOB, key TEXT, priority INTEGER NOT NULL,
+    not_before REAL, created_at REAL NOT NULL
+);
+CREATE INDEX messages_by_topic ON messages (topic, seq);
+CREATE TABLE groups (
+    topic TEXT NOT NULL, grp TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (topic, grp)
+) WITHOUT ROWID;
+CREATE TABLE deliveries (
+    seq INTEGER NOT NULL, grp TEXT NOT NULL, topic TEXT NOT NULL, priority INTEGER NOT NULL,
+    visible_at REAL NOT NULL, attempts INTEGER NOT NULL, lease_owner TEXT,
+    PRIMARY KEY (seq, grp)
+) WITHOUT ROWID;
+CREATE INDEX deliveries_claim_order ON deliveries (topic, grp, priority DESC, seq, visible_at);
+CREATE INDEX deliveries_due ON deliveries (topic, grp, visible_at);
+CREATE TABLE consumers (
+    owner TEXT PRIMARY KEY, topic TEXT NOT NULL, grp TEXT NOT NULL, seen_until REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE dead_letters (
+    dl_seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, id TEXT NOT NULL,
+    payload BLOB NOT NULL, headers BLOB NOT NULL, key TEXT, priority INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX dead_letters_by_topic ON dead_letters (topic, dl_seq);
+PRAGMA user_version = 1;
+"""
+
+
+async def test_a_version_1_file_is_migrated_without_losing_anything(path: Path) -> None:
+    # Given a version-1 file: a message pending for two groups (one already tried it once,
+    # with priority 3) and a dead letter of group "audit"
+    with sqlite3.connect(path) as db:
+        db.executescript(SCHEMA_V1)
+        db.executemany(
+            "INSERT INTO messages (seq, id, topic, payload, headers, key, priority, not_before,"
+            " created_at) VALUES (?, ?, 'orders', ?, NULL, NULL, ?, NULL, 1.0)",
+            [(1, "m1", b'{"n":1}', 0), (2, "m2", b'{"n":2}', 3)],
+        )
+        db.executemany(
+            "INSERT INTO groups (topic, grp, created_at) VALUES ('orders', ?, 1.0)",
+            [("default",), ("audit",)],
+        )
+        db.executemany(
+            "INSERT INTO deliveries (seq, grp, topic, priority, visible_at, attempts)"
+            " VALUES (?, ?, 'orders', ?, 0, ?)",
+            [(1, "default", 0, 0), (2, "default", 3, 1), (2, "audit", 3, 0)],
+        )
+        db.execute(
+            "INSERT INTO dead_letters (topic, id, payload, headers, key, priority, created_at)"
+            " VALUES ('orders', 'm0', '{}', ?, NULL, 0, 1.0)",
+            (b'{"x-dlq-group":"audit","x-dlq-reason":"bad","x-dlq-attempts":"3"}',),
+        )
+
+    # When a broker opens it
+    async with SqliteBroker(path) as broker:
+        default = await broker.subscribe("orders")
+        audit = await broker.subscribe("orders", "audit")
+        async with asyncio.timeout(WAIT):
+            first, second = await anext(default), await anext(default)
+            other = await anext(audit)
+        stats = await broker.topic_stats("orders")
+        letters = await broker.dead_letters("orders")
+
+    # Then each group gets its deliveries in priority order with their attempts counted on
+    assert [(first.message.id, first.attempt), (second.message.id, second.attempt)] == [
+        ("m2", 2),
+        ("m1", 1),
+    ]
+    assert (other.message.id, other.attempt, other.message.priority) == ("m2", 1, 3)
+    assert [group.group for group in stats.groups] == ["audit", "default"]
+    assert [(letter.message.id, letter.reason) for letter in letters] == [("m0", "bad")]
+    # And the file is at the current layout
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    assert {"queues", "deliveries", "deliveries_due"} <= tables
+    assert not {"groups", "deliveries_v1", "deliveries_claim_order"} & tables

@@ -173,7 +173,7 @@ class SqliteBroker(Broker, Admin):
             raise ValueError(f"prefetch must be a positive integer, not {prefetch!r}")
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         now = time.time()
-        await self._database.call(
+        queue_id = await self._database.call(
             lambda store: store.ensure_group(
                 topic, group, owner=owner, seen_until=now + self.visibility_timeout, now=now
             )
@@ -182,6 +182,7 @@ class SqliteBroker(Broker, Admin):
             self._database,
             topic,
             group,
+            queue_id,
             owner=owner,
             prefetch=prefetch,
             timing=self._timing,
@@ -207,11 +208,11 @@ class SqliteBroker(Broker, Admin):
     async def _write_settlements(self, settlements: Sequence[Settlement]) -> None:
         await self._database.call(lambda store: store.settle(settlements))
         # A nacked message may be due at once for the group's other local consumers.
-        nacked_groups = {s.group for s in settlements if s.kind == "nack"}
-        if nacked_groups:
+        nacked_queues = {s.queue_id for s in settlements if s.kind == "nack"}
+        if nacked_queues:
             for subscriptions in self._subscriptions.values():
                 for subscription in subscriptions:
-                    if subscription.group in nacked_groups:
+                    if subscription.queue_id in nacked_queues:
                         subscription.wake()
 
     # -- administration -------------------------------------------------------------------

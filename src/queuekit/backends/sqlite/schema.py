@@ -5,19 +5,25 @@ Tables:
 * ``messages``: one row per published message, kept while a delivery references it.
   ``seq`` is AUTOINCREMENT so it is never reused: a stale consumer settling an old ``seq``
   can never touch a newer message.
-* ``groups``: the consumer groups of each topic (a topic's default group is created by its
-  first publish).
-* ``deliveries``: one row per (message, group) not yet settled by that group. ``visible_at``
-  is when the row can next be claimed: the ready time (``not_before`` or a retry delay) while
-  unleased, the lease expiry while leased. One column makes both "claimable now" and "when
-  is the next one due" single index range checks.
+* ``queues``: one row per (topic, consumer group), numbered by ``queue_id`` (a topic's
+  default group is created by its first publish). Deliveries carry the small integer, not
+  the two names: their b-tree entries stay short and compare fast.
+* ``deliveries``: one row per (message, group) not yet settled by that group. Its primary
+  key *is* the claim order (highest priority first, then publish order), so a claim walks
+  the table itself and updating a lease rewrites one row in place, with no claim-order
+  index to maintain. ``visible_at`` is when the row can next be claimed: the ready time
+  (``not_before`` or a retry delay) while unleased, the lease expiry while leased; the
+  ``deliveries_due`` index answers "when is the next one due" and finds a claim's rows.
 * ``consumers``: open subscriptions and until when they were last seen (for stats).
 * ``dead_letters``: dead-lettered messages with their ``x-dlq-*`` headers.
+
+Version 1 stored ``topic`` and ``grp`` in every delivery and kept a second, claim-order
+index; :data:`MIGRATIONS` moves such a file to the current layout in one transaction.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -31,31 +37,26 @@ CREATE TABLE IF NOT EXISTS messages (
     not_before REAL,
     created_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS messages_by_topic ON messages (topic, seq);
 
-CREATE TABLE IF NOT EXISTS groups (
+CREATE TABLE IF NOT EXISTS queues (
+    queue_id INTEGER PRIMARY KEY,
     topic TEXT NOT NULL,
     grp TEXT NOT NULL,
     created_at REAL NOT NULL,
-    PRIMARY KEY (topic, grp)
-) WITHOUT ROWID;
+    UNIQUE (topic, grp)
+);
 
 CREATE TABLE IF NOT EXISTS deliveries (
-    seq INTEGER NOT NULL,
-    grp TEXT NOT NULL,
-    topic TEXT NOT NULL,
+    queue_id INTEGER NOT NULL,
     priority INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
     visible_at REAL NOT NULL,
     attempts INTEGER NOT NULL,
     lease_owner TEXT,
-    PRIMARY KEY (seq, grp)
+    PRIMARY KEY (queue_id, priority DESC, seq)
 ) WITHOUT ROWID;
--- Claim order: highest priority first, then publish order. visible_at is covered, so a
--- claim never reads the table itself.
-CREATE INDEX IF NOT EXISTS deliveries_claim_order
-    ON deliveries (topic, grp, priority DESC, seq, visible_at);
--- "Is anything due, and when is the next one?" in O(log n), for idle polling and stats.
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (topic, grp, visible_at);
+-- "Is anything due, and when is the next one?" in O(log n), and a claim's rows.
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (queue_id, visible_at);
 
 CREATE TABLE IF NOT EXISTS consumers (
     owner TEXT PRIMARY KEY,
@@ -76,6 +77,29 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 CREATE INDEX IF NOT EXISTS dead_letters_by_topic ON dead_letters (topic, dl_seq);
 """
+
+# From version 1 (``groups`` + ``deliveries`` keyed by names): statements run in order, in
+# the migrating transaction, before SCHEMA creates whatever is still missing.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "DROP INDEX IF EXISTS messages_by_topic",
+        "DROP INDEX IF EXISTS deliveries_claim_order",
+        "DROP INDEX IF EXISTS deliveries_due",
+        "CREATE TABLE queues (queue_id INTEGER PRIMARY KEY, topic TEXT NOT NULL,"
+        " grp TEXT NOT NULL, created_at REAL NOT NULL, UNIQUE (topic, grp))",
+        "INSERT INTO queues (topic, grp, created_at)"
+        " SELECT topic, grp, created_at FROM groups ORDER BY topic, grp",
+        "ALTER TABLE deliveries RENAME TO deliveries_v1",
+        "CREATE TABLE deliveries (queue_id INTEGER NOT NULL, priority INTEGER NOT NULL,"
+        " seq INTEGER NOT NULL, visible_at REAL NOT NULL, attempts INTEGER NOT NULL,"
+        " lease_owner TEXT, PRIMARY KEY (queue_id, priority DESC, seq)) WITHOUT ROWID",
+        "INSERT INTO deliveries (queue_id, priority, seq, visible_at, attempts, lease_owner)"
+        " SELECT q.queue_id, d.priority, d.seq, d.visible_at, d.attempts, d.lease_owner"
+        " FROM deliveries_v1 AS d JOIN queues AS q ON q.topic = d.topic AND q.grp = d.grp",
+        "DROP TABLE deliveries_v1",
+        "DROP TABLE groups",
+    ),
+}
 
 # Durability is chosen per transaction (see SqliteStore._write): synchronous=FULL syncs the WAL
 # on commit, which "publish returns once the message is durable" needs; NORMAL (synced at

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -20,6 +20,7 @@ import orjson
 
 from queuekit.backends.sqlite.schema import (
     CONNECTION_PRAGMAS,
+    MIGRATIONS,
     SCHEMA,
     SCHEMA_VERSION,
     SYNC_DURABLE,
@@ -45,15 +46,17 @@ class Settlement(NamedTuple):
         kind: ``ack`` deletes the delivery; ``nack`` unleases it until ``available_at``;
             ``dead_letter`` stores ``dead_letter`` (the message with ``x-dlq-*`` headers)
             and deletes the delivery.
+        queue_id: the delivery's queue (its topic and group).
+        priority: the message's priority (part of the delivery's key).
         seq: the message's sequence number.
-        group: the delivery's group.
         owner: the subscription that holds the lease (a nack by a consumer that lost its
             lease is ignored: another consumer owns that delivery now).
     """
 
     kind: Literal["ack", "nack", "dead_letter"]
+    queue_id: int
+    priority: int
     seq: int
-    group: str
     owner: str
     available_at: float = 0.0
     dead_letter: Message | None = None
@@ -75,6 +78,19 @@ def _insert_messages_sql(rows: int) -> str:
 
 def _encode_headers(message: Message) -> bytes | None:
     return orjson.dumps(dict(message.headers)) if message.headers else None
+
+
+def _by_priority(held: Mapping[int, int]) -> list[tuple[int, str]]:
+    """``held`` (seq -> priority) as (priority, JSON array of seqs) pairs."""
+    seqs: dict[int, list[int]] = {}
+    for seq, priority in held.items():
+        seqs.setdefault(priority, []).append(seq)
+    return [(priority, _json_array(group)) for priority, group in seqs.items()]
+
+
+def _json_array(values: Sequence[Any]) -> str:
+    """``values`` as JSON text for ``json_each`` (text: newer SQLite reads a BLOB as JSONB)."""
+    return orjson.dumps(values).decode()
 
 
 def _message_from_row(row: Sequence[Any], attempt: int = 1) -> Message:
@@ -134,6 +150,9 @@ class SqliteStore:
                     f"database schema version {version} is newer than this queuekit "
                     f"({SCHEMA_VERSION}): upgrade queuekit"
                 )
+            for old_version in range(max(version, 1), SCHEMA_VERSION) if version else ():
+                for statement in MIGRATIONS[old_version]:
+                    self._db.execute(statement)
             # executescript would commit our transaction; run statements one by one.
             for statement in SCHEMA.split(";"):
                 if statement.strip():
@@ -180,8 +199,8 @@ class SqliteStore:
         topics = {message.topic for message in messages}
         with self._write(durable=True) as db:
             db.executemany(
-                "INSERT INTO groups (topic, grp, created_at) SELECT ?1, ?2, ?3"
-                " WHERE NOT EXISTS (SELECT 1 FROM groups WHERE topic = ?1)",
+                "INSERT INTO queues (topic, grp, created_at) SELECT ?1, ?2, ?3"
+                " WHERE NOT EXISTS (SELECT 1 FROM queues WHERE topic = ?1)",
                 [(topic, DEFAULT_GROUP, now) for topic in topics],
             )
             last_seq = db.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
@@ -202,9 +221,9 @@ class SqliteStore:
                 db.execute(_insert_messages_sql(len(chunk)), values)
             # The write lock is ours: every seq above last_seq is a row of this batch.
             db.execute(
-                "INSERT INTO deliveries (seq, grp, topic, priority, visible_at, attempts)"
-                " SELECT m.seq, g.grp, m.topic, m.priority, coalesce(m.not_before, 0), 0"
-                " FROM messages AS m JOIN groups AS g ON g.topic = m.topic"
+                "INSERT INTO deliveries (queue_id, priority, seq, visible_at, attempts)"
+                " SELECT q.queue_id, m.priority, m.seq, coalesce(m.not_before, 0), 0"
+                " FROM messages AS m JOIN queues AS q ON q.topic = m.topic"
                 " WHERE m.seq > ?",
                 (last_seq,),
             )
@@ -214,24 +233,34 @@ class SqliteStore:
 
     def ensure_group(
         self, topic: str, group: str, *, owner: str, seen_until: float, now: float
-    ) -> None:
+    ) -> int:
         """Create ``group`` if new, giving it every message ``topic`` still retains.
 
-        Also registers ``owner`` as a consumer of the group until ``seen_until``.
+        Also registers ``owner`` as a consumer of the group until ``seen_until``. Returns
+        the group's queue id.
         """
-        with self._write() as db:
-            created = db.execute(
-                "INSERT OR IGNORE INTO groups (topic, grp, created_at) VALUES (?, ?, ?)",
-                (topic, group, now),
-            ).rowcount
-            if created:
-                db.execute(
-                    "INSERT INTO deliveries (seq, grp, topic, priority, visible_at, attempts)"
-                    " SELECT seq, ?2, topic, priority, coalesce(not_before, 0), 0"
-                    " FROM messages WHERE topic = ?1",
-                    (topic, group),
-                )
+        with self._write():
+            queue_id = self._create_queue(topic, group, now)
             self._touch_consumer(owner, topic, group, seen_until, now)
+        return queue_id
+
+    def _create_queue(self, topic: str, group: str, now: float) -> int:
+        """The queue id of (topic, group), creating it with the topic's retained messages."""
+        created = self._db.execute(
+            "INSERT OR IGNORE INTO queues (topic, grp, created_at) VALUES (?, ?, ?)",
+            (topic, group, now),
+        ).rowcount
+        queue_id: int = self._db.execute(
+            "SELECT queue_id FROM queues WHERE topic = ? AND grp = ?", (topic, group)
+        ).fetchone()[0]
+        if created:
+            self._db.execute(
+                "INSERT INTO deliveries (queue_id, priority, seq, visible_at, attempts)"
+                " SELECT ?, priority, seq, coalesce(not_before, 0), 0"
+                " FROM messages WHERE topic = ?",
+                (queue_id, topic),
+            )
+        return queue_id
 
     def _touch_consumer(
         self, owner: str, topic: str, group: str, seen_until: float, now: float
@@ -243,17 +272,16 @@ class SqliteStore:
         )
         self._db.execute("DELETE FROM consumers WHERE seen_until < ?", (now,))
 
-    def next_visible(self, topic: str, group: str) -> float | None:
-        """When the group's next delivery becomes claimable (may be in the past), or None."""
+    def next_visible(self, queue_id: int) -> float | None:
+        """When the queue's next delivery becomes claimable (may be in the past), or None."""
         row = self._db.execute(
-            "SELECT min(visible_at) FROM deliveries WHERE topic = ? AND grp = ?",
-            (topic, group),
+            "SELECT min(visible_at) FROM deliveries WHERE queue_id = ?", (queue_id,)
         ).fetchone()
         value: float | None = row[0]
         return value
 
     def claim(
-        self, topic: str, group: str, *, owner: str, limit: int, now: float, lease_until: float
+        self, queue_id: int, *, owner: str, limit: int, now: float, lease_until: float
     ) -> list[tuple[int, Message]]:
         """Lease up to ``limit`` claimable deliveries to ``owner``, by priority then seq.
 
@@ -268,11 +296,11 @@ class SqliteStore:
             # give it back. The claimed rows come back once, with their messages.
             leased = db.execute(
                 "UPDATE deliveries SET lease_owner = ?1, visible_at = ?2, attempts = attempts + 1"
-                " WHERE grp = ?4 AND seq IN ("
-                "   SELECT seq FROM deliveries INDEXED BY deliveries_claim_order"
-                "   WHERE topic = ?3 AND grp = ?4 AND visible_at <= ?5"
-                "   ORDER BY priority DESC, seq LIMIT ?6)",
-                (owner, lease_until, topic, group, now, limit),
+                " WHERE queue_id = ?3 AND (priority, seq) IN ("
+                "   SELECT priority, seq FROM deliveries NOT INDEXED"
+                "   WHERE queue_id = ?3 AND visible_at <= ?4"
+                "   ORDER BY priority DESC, seq LIMIT ?5)",
+                (owner, lease_until, queue_id, now, limit),
             ).rowcount
             if not leased:
                 return []
@@ -280,8 +308,8 @@ class SqliteStore:
                 f"SELECT {_CLAIMED_COLUMNS}, d.attempts"
                 " FROM deliveries AS d INDEXED BY deliveries_due"
                 " JOIN messages AS m ON m.seq = d.seq"
-                " WHERE d.topic = ? AND d.grp = ? AND d.visible_at = ? AND d.lease_owner = ?",
-                (topic, group, lease_until, owner),
+                " WHERE d.queue_id = ? AND d.visible_at = ? AND d.lease_owner = ?",
+                (queue_id, lease_until, owner),
             ).fetchall()
         claimed = [(row[0], _message_from_row(row, row[9])) for row in rows]
         claimed.sort(key=lambda item: (-item[1].priority, item[0]))
@@ -289,38 +317,42 @@ class SqliteStore:
 
     def extend_leases(
         self,
+        queue_id: int,
         topic: str,
         group: str,
         *,
         owner: str,
-        seqs: Sequence[int],
+        held: Mapping[int, int],
         lease_until: float,
         now: float,
     ) -> None:
-        """Push the leases ``owner`` holds on ``seqs`` to ``lease_until``; mark it alive."""
+        """Push the leases ``owner`` holds on ``held`` (seq -> priority) to ``lease_until``.
+
+        Also marks ``owner`` alive as a consumer of (topic, group).
+        """
         with self._write() as db:
-            if seqs:
+            for priority, seqs in _by_priority(held):
                 db.execute(
                     "UPDATE deliveries SET visible_at = ?1"
-                    " WHERE grp = ?2 AND lease_owner = ?3"
-                    " AND seq IN (SELECT value FROM json_each(?4))",
-                    (lease_until, group, owner, orjson.dumps(list(seqs))),
+                    " WHERE queue_id = ?2 AND priority = ?3 AND seq IN (SELECT value FROM"
+                    " json_each(?4)) AND lease_owner = ?5",
+                    (lease_until, queue_id, priority, seqs, owner),
                 )
             self._touch_consumer(owner, topic, group, lease_until, now)
 
-    def release(self, group: str, *, owner: str, seqs: Sequence[int], now: float) -> None:
+    def release(self, queue_id: int, *, owner: str, held: Mapping[int, int], now: float) -> None:
         """Give back deliveries claimed but never handed out: claimable now, attempt undone.
 
-        Also forgets ``owner`` as a consumer.
+        ``held`` maps their seqs to their priorities. Also forgets ``owner`` as a consumer.
         """
         with self._write() as db:
-            if seqs:
+            for priority, seqs in _by_priority(held):
                 db.execute(
                     "UPDATE deliveries"
                     " SET lease_owner = NULL, visible_at = ?1, attempts = max(attempts - 1, 0)"
-                    " WHERE grp = ?2 AND lease_owner = ?3"
-                    " AND seq IN (SELECT value FROM json_each(?4))",
-                    (now, group, owner, orjson.dumps(list(seqs))),
+                    " WHERE queue_id = ?2 AND priority = ?3 AND seq IN (SELECT value FROM"
+                    " json_each(?4)) AND lease_owner = ?5",
+                    (now, queue_id, priority, seqs, owner),
                 )
             db.execute("DELETE FROM consumers WHERE owner = ?", (owner,))
 
@@ -337,32 +369,39 @@ class SqliteStore:
                 db.executemany(
                     "INSERT INTO dead_letters"
                     " (topic, id, payload, headers, key, priority, created_at)"
-                    " SELECT ?, ?, ?, ?, ?, ?, ?"
-                    " WHERE EXISTS (SELECT 1 FROM deliveries WHERE seq = ? AND grp = ?)",
+                    " SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM deliveries"
+                    " WHERE queue_id = ? AND priority = ? AND seq = ?)",
                     [self._dead_letter_row(s) for s in dead],
                 )
             if nacks:
                 db.executemany(
                     "UPDATE deliveries SET lease_owner = NULL, visible_at = ?"
-                    " WHERE seq = ? AND grp = ? AND lease_owner = ?",
-                    [(s.available_at, s.seq, s.group, s.owner) for s in nacks],
+                    " WHERE queue_id = ? AND priority = ? AND seq = ? AND lease_owner = ?",
+                    [(s.available_at, s.queue_id, s.priority, s.seq, s.owner) for s in nacks],
                 )
             if removed:
-                # One statement per group rather than one step per row (see _ROWS_PER_INSERT).
-                by_group: dict[str, list[int]] = {}
+                # One statement per (queue, priority) rather than one step per row (see
+                # _ROWS_PER_INSERT); a batch usually holds one of them.
+                keyed: dict[tuple[int, int], list[int]] = {}
                 for s in removed:
-                    by_group.setdefault(s.group, []).append(s.seq)
-                for group, seqs in by_group.items():
+                    keyed.setdefault((s.queue_id, s.priority), []).append(s.seq)
+                for (queue_id, priority), seqs in keyed.items():
                     db.execute(
-                        "DELETE FROM deliveries"
-                        " WHERE grp = ? AND seq IN (SELECT value FROM json_each(?))",
-                        (group, orjson.dumps(seqs)),
+                        "DELETE FROM deliveries WHERE queue_id = ? AND priority = ?"
+                        " AND seq IN (SELECT value FROM json_each(?))",
+                        (queue_id, priority, _json_array(seqs)),
                     )
-                db.execute(
-                    "DELETE FROM messages WHERE seq IN (SELECT value FROM json_each(?))"
-                    " AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.seq = messages.seq)",
-                    (orjson.dumps([s.seq for s in removed]),),
-                )
+                self._delete_settled_messages([s.seq for s in removed])
+
+    def _delete_settled_messages(self, seqs: Sequence[int]) -> None:
+        """Delete the messages among ``seqs`` that no group holds a delivery of any more."""
+        self._db.execute(
+            "DELETE FROM messages WHERE seq IN (SELECT value FROM json_each(?))"
+            " AND NOT EXISTS (SELECT 1 FROM deliveries AS d"
+            " WHERE d.queue_id IN (SELECT queue_id FROM queues WHERE topic = messages.topic)"
+            " AND d.priority = messages.priority AND d.seq = messages.seq)",
+            (_json_array(seqs),),
+        )
 
     @staticmethod
     def _dead_letter_row(settlement: Settlement) -> tuple[Any, ...]:
@@ -376,29 +415,30 @@ class SqliteStore:
             message.key,
             message.priority,
             message.created_at,
+            settlement.queue_id,
+            settlement.priority,
             settlement.seq,
-            settlement.group,
         )
 
     # -- administration -------------------------------------------------------------------
 
     def list_topics(self) -> list[str]:
         """Every topic with at least one group, sorted."""
-        rows = self._db.execute("SELECT DISTINCT topic FROM groups ORDER BY topic").fetchall()
+        rows = self._db.execute("SELECT DISTINCT topic FROM queues ORDER BY topic").fetchall()
         return [row[0] for row in rows]
 
     def topic_stats(self, topic: str, now: float) -> TopicStats:
         """Per-group counts of ``topic`` and the size of its dead-letter queue."""
         rows = self._db.execute(
-            "SELECT g.grp,"
+            "SELECT q.grp,"
             " count(d.seq) FILTER (WHERE d.visible_at <= ?2),"
             " count(d.seq) FILTER (WHERE d.visible_at > ?2 AND d.lease_owner IS NOT NULL),"
             " count(d.seq) FILTER (WHERE d.visible_at > ?2 AND d.lease_owner IS NULL),"
             " count(d.seq),"
             " (SELECT count(*) FROM consumers AS c"
-            "  WHERE c.topic = g.topic AND c.grp = g.grp AND c.seen_until > ?2)"
-            " FROM groups AS g LEFT JOIN deliveries AS d ON d.topic = g.topic AND d.grp = g.grp"
-            " WHERE g.topic = ?1 GROUP BY g.grp ORDER BY g.grp",
+            "  WHERE c.topic = q.topic AND c.grp = q.grp AND c.seen_until > ?2)"
+            " FROM queues AS q LEFT JOIN deliveries AS d ON d.queue_id = q.queue_id"
+            " WHERE q.topic = ?1 GROUP BY q.grp ORDER BY q.grp",
             (topic, now),
         ).fetchall()
         dead = self._db.execute(
@@ -410,17 +450,14 @@ class SqliteStore:
     def purge(self, topic: str, now: float) -> int:
         """Delete every delivery of ``topic`` that is not leased; return how many."""
         with self._write() as db:
-            purged = db.execute(
-                "DELETE FROM deliveries WHERE topic = ?1"
-                " AND (lease_owner IS NULL OR visible_at <= ?2)",
+            seqs = db.execute(
+                "DELETE FROM deliveries"
+                " WHERE queue_id IN (SELECT queue_id FROM queues WHERE topic = ?)"
+                " AND (lease_owner IS NULL OR visible_at <= ?) RETURNING seq",
                 (topic, now),
-            ).rowcount
-            db.execute(
-                "DELETE FROM messages WHERE topic = ?"
-                " AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.seq = messages.seq)",
-                (topic,),
-            )
-        return purged
+            ).fetchall()
+            self._delete_settled_messages([seq for (seq,) in seqs])
+        return len(seqs)
 
     def dead_letters(self, topic: str, limit: int) -> list[Message]:
         """The oldest ``limit`` dead letters of ``topic`` as ``<topic>.dlq`` messages."""
@@ -458,7 +495,7 @@ class SqliteStore:
                 rows = db.execute(
                     query + " WHERE topic = ? AND id IN (SELECT value FROM json_each(?))"
                     " ORDER BY dl_seq",
-                    (topic, orjson.dumps(list(ids))),
+                    (topic, _json_array(list(ids))),
                 )
             replayed: list[tuple[str, str]] = []
             dl_seqs: list[tuple[int]] = []
@@ -467,6 +504,10 @@ class SqliteStore:
                 stored = _message_from_row((row[0], row[1], dlq_topic(topic), *row[3:]))
                 group = stored.headers.get(DLQ_GROUP, DEFAULT_GROUP)
                 original = parse_dead_letter(stored).message
+                db.execute(
+                    "INSERT OR IGNORE INTO queues (topic, grp, created_at) VALUES (?, ?, ?)",
+                    (topic, group, now),
+                )
                 seq = db.execute(
                     "INSERT INTO messages"
                     " (id, topic, payload, headers, key, priority, not_before, created_at)"
@@ -482,13 +523,9 @@ class SqliteStore:
                     ),
                 ).lastrowid
                 db.execute(
-                    "INSERT OR IGNORE INTO groups (topic, grp, created_at) VALUES (?, ?, ?)",
-                    (topic, group, now),
-                )
-                db.execute(
-                    "INSERT INTO deliveries (seq, grp, topic, priority, visible_at, attempts)"
-                    " VALUES (?, ?, ?, ?, 0, 0)",
-                    (seq, group, topic, original.priority),
+                    "INSERT INTO deliveries (queue_id, priority, seq, visible_at, attempts)"
+                    " SELECT queue_id, ?, ?, 0, 0 FROM queues WHERE topic = ? AND grp = ?",
+                    (original.priority, seq, topic, group),
                 )
                 replayed.append((topic, group))
             db.executemany("DELETE FROM dead_letters WHERE dl_seq = ?", dl_seqs)

@@ -62,7 +62,13 @@ class SqliteDelivery(Delivery):
         subscription = self._subscription
         try:
             await subscription.settle(
-                Settlement("ack", self.seq, subscription.group, subscription.owner)
+                Settlement(
+                    "ack",
+                    subscription.queue_id,
+                    self._message.priority,
+                    self.seq,
+                    subscription.owner,
+                )
             )
         except Exception:
             self._settled = False  # rolled back: see _settle
@@ -95,8 +101,9 @@ class SqliteDelivery(Delivery):
         self._settled = True
         settlement = Settlement(
             kind,
+            self._subscription.queue_id,
+            self._message.priority,
             self.seq,
-            self.group,
             self._subscription.owner,
             available_at=available_at,
             dead_letter=dead_letter,
@@ -111,13 +118,14 @@ class SqliteDelivery(Delivery):
 
 
 class SqliteSubscription(Subscription):
-    """Deliveries of ``topic`` for ``group``, leased to the consumer id ``owner``."""
+    """Deliveries of ``topic`` for ``group`` (queue ``queue_id``), leased to ``owner``."""
 
     def __init__(
         self,
         database: Database,
         topic: str,
         group: str,
+        queue_id: int,
         *,
         owner: str,
         prefetch: int,
@@ -127,6 +135,7 @@ class SqliteSubscription(Subscription):
     ) -> None:
         self.topic = topic
         self.group = group
+        self.queue_id = queue_id
         self.owner = owner
         self.prefetch = prefetch
         self._database = database
@@ -134,13 +143,15 @@ class SqliteSubscription(Subscription):
         self._settle = settle
         self._on_close = on_close
         self._buffer: deque[SqliteDelivery] = deque()
-        self._held: set[int] = set()  # seqs leased to us and not settled (buffered or out)
+        # Leased to us and not settled (buffered or out): seq -> priority.
+        self._held: dict[int, int] = {}
         self._wakeup = asyncio.Event()
         self._closed = False
         self._backlog = False  # the last claim was full: claim again without checking
         self._next_visible: float | None = None
         self._lease = 0.0  # the latest lease given (see _next_lease)
         self._claiming: asyncio.Task[None] | None = None
+        self._low_water = max(1, prefetch // 4)
         self._closing: asyncio.Task[None] | None = None
         self._heartbeat = asyncio.create_task(self._keep_leases(), name=f"queuekit-lease-{owner}")
 
@@ -151,50 +162,72 @@ class SqliteSubscription(Subscription):
     async def __anext__(self) -> SqliteDelivery:
         while True:
             if self._buffer:
-                return self._buffer.popleft()
+                delivery = self._buffer.popleft()
+                self._claim_ahead()
+                return delivery
             if self._closed:
                 raise StopAsyncIteration
             self._wakeup.clear()
-            if self._claiming is None and len(self._held) < self.prefetch:
-                self._claiming = asyncio.create_task(self._claim())
-            if self._claiming is not None:
-                claiming = self._claiming
-                # Shielded: if this caller is cancelled, the claimed rows still reach the
-                # buffer (and are released by close) instead of waiting for lease expiry.
-                await asyncio.shield(claiming)
-                claiming.result()
+            claiming = self._claiming
+            if claiming is None and len(self._held) < self.prefetch:
+                claiming = self._claiming = asyncio.create_task(self._claim())
+            if claiming is not None:
+                # Waited on, not awaited: if this caller is cancelled, the claimed rows
+                # still reach the buffer (and are released by close) instead of waiting
+                # for lease expiry.
+                if not claiming.done():
+                    await asyncio.wait((claiming,))
+                self._claiming = None
+                claiming.result()  # a failed claim fails this call; the next one retries
                 if self._buffer or self._backlog:
                     continue
             await self._wait()
 
-    async def _claim(self) -> None:
-        try:
-            now = time.time()
-            if not self._backlog:
-                due = await self._database.call(
-                    lambda store: store.next_visible(self.topic, self.group)
-                )
-                self._next_visible = due
-                if due is None or due > now or self._closed:
-                    return
-            limit = self.prefetch - len(self._held)
-            lease_until = self._next_lease(now)
-            claimed = await self._database.call(
-                lambda store: store.claim(
-                    self.topic,
-                    self.group,
-                    owner=self.owner,
-                    limit=limit,
-                    now=now,
-                    lease_until=lease_until,
-                )
-            )
-            self._backlog = len(claimed) == limit
-            for seq, message in claimed:
-                self._held.add(seq)
-                self._buffer.append(SqliteDelivery(self, seq, message))
-        finally:
+    def _claim_ahead(self) -> None:
+        """Start claiming the next batch in the background while this one is handled.
+
+        Only while there is a backlog (the last claim was full), once the buffer runs low
+        and at least a quarter of the prefetch is free: the database thread then claims
+        while the event loop handles, instead of the two taking turns. A background claim
+        that failed is kept for ``__anext__`` to raise once the buffer is empty.
+        """
+        claiming = self._claiming
+        if claiming is not None:
+            if not claiming.done() or claiming.cancelled() or claiming.exception() is not None:
+                return
             self._claiming = None
+        if (
+            self._backlog
+            and not self._closed
+            and len(self._buffer) <= self._low_water
+            and self.prefetch - len(self._held) >= self._low_water
+        ):
+            self._claiming = asyncio.create_task(self._claim())
+
+    async def _claim(self) -> None:
+        """Claim up to the free prefetch slots into the buffer (checking first if idle)."""
+        now = time.time()
+        if not self._backlog:
+            due = await self._database.call(lambda store: store.next_visible(self.queue_id))
+            self._next_visible = due
+            if due is None or due > now or self._closed:
+                return
+        limit = self.prefetch - len(self._held)
+        lease_until = self._next_lease(now)
+        claimed = await self._database.call(
+            lambda store: store.claim(
+                self.queue_id,
+                owner=self.owner,
+                limit=limit,
+                now=now,
+                lease_until=lease_until,
+            )
+        )
+        self._backlog = len(claimed) == limit
+        held, buffer = self._held, self._buffer
+        for seq, message in claimed:
+            held[seq] = message.priority
+            buffer.append(SqliteDelivery(self, seq, message))
 
     async def _wait(self) -> None:
         timeout = self._timing.poll_interval
@@ -210,27 +243,29 @@ class SqliteSubscription(Subscription):
     async def settle(self, settlement: Settlement) -> None:
         """Write a settlement (batched with others) and free its prefetch slot."""
         await self._settle(settlement)
-        self._held.discard(settlement.seq)
+        self._held.pop(settlement.seq, None)
         self._wakeup.set()
+        self._claim_ahead()
 
     async def _keep_leases(self) -> None:
         while True:
             # Not synchronization: the heartbeat period, a third of the lease.
             await asyncio.sleep(self._timing.visibility_timeout / 3)
             try:
-                await self._extend_leases(list(self._held))
+                await self._extend_leases(dict(self._held))
             except BrokerError as exc:
                 logger.warning("could not extend leases of %s: %s", self.owner, exc)
 
-    async def _extend_leases(self, seqs: list[int]) -> None:
+    async def _extend_leases(self, held: dict[int, int]) -> None:
         now = time.time()
         lease_until = self._next_lease(now)
         await self._database.call(
             lambda store: store.extend_leases(
+                self.queue_id,
                 self.topic,
                 self.group,
                 owner=self.owner,
-                seqs=seqs,
+                held=held,
                 lease_until=lease_until,
                 now=now,
             )
@@ -263,17 +298,18 @@ class SqliteSubscription(Subscription):
         if self._claiming is not None:
             await asyncio.gather(self._claiming, return_exceptions=True)
         await asyncio.gather(self._heartbeat, return_exceptions=True)
-        seqs = [delivery.seq for delivery in self._buffer]
+        unhanded = {delivery.seq: self._held.pop(delivery.seq) for delivery in self._buffer}
         self._buffer.clear()
-        self._held.difference_update(seqs)
         try:
             await self._database.call(
                 lambda store: store.release(
-                    self.group, owner=self.owner, seqs=seqs, now=time.time()
+                    self.queue_id, owner=self.owner, held=unhanded, now=time.time()
                 )
             )
         except BrokerError as exc:
             # They come back anyway when their leases expire (with one attempt more).
-            logger.warning("could not release %d deliveries of %s: %s", len(seqs), self.owner, exc)
+            logger.warning(
+                "could not release %d deliveries of %s: %s", len(unhanded), self.owner, exc
+            )
         finally:
             self._on_close(self)
