@@ -158,3 +158,49 @@ def test_render_is_the_prometheus_text_format() -> None:
     metrics.sent("t")
     assert CONTENT_TYPE_LATEST.startswith("text/plain")
     assert b"# TYPE queue_messages_sent_total counter" in metrics.render()
+
+
+def test_the_worker_series_scrape_like_prometheus_clients_own_counter_and_histogram() -> None:
+    # Given queuekit's worker series and prometheus_client's Counter and Histogram fed the
+    # same outcomes and durations (one right on a bucket's bound, one past the last)
+    from prometheus_client import Counter, Histogram, generate_latest
+
+    from queuekit.metrics import DURATION_BUCKETS
+
+    metrics = Metrics(CollectorRegistry(), backend="memory")
+    reference = CollectorRegistry()
+    processed = Counter(
+        "worker_tasks_processed",
+        "Messages a worker finished with, by outcome.",
+        ["topic", "group", "backend", "outcome"],
+        registry=reference,
+    )
+    duration = Histogram(
+        "worker_task_duration_seconds",
+        "Time a handler took, per message.",
+        ["topic", "group", "backend"],
+        buckets=DURATION_BUCKETS,
+        registry=reference,
+    )
+    events = [
+        ("a", "default", "success", 0.0004),
+        ("b", "g2", "retried", 0.25),
+        ("a", "default", "dead_lettered", 301.0),
+        ("a", "default", "success", 0.01),
+    ]
+
+    # When both record them
+    for topic, group, outcome, seconds in events:
+        metrics.processed(topic, group, outcome, seconds)
+        processed.labels(topic, group, "memory", outcome).inc()
+        duration.labels(topic, group, "memory").observe(seconds)
+
+    # Then a scrape shows the same lines, but for the creation times
+    def worker_lines(text: bytes) -> list[str]:
+        return [
+            line.rsplit(" ", 1)[0] if "_created" in line else line
+            for line in text.decode().splitlines()
+            if "worker_" in line
+        ]
+
+    assert worker_lines(metrics.render()) == worker_lines(generate_latest(reference))
