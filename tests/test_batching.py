@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from queuekit.batching import GroupCommitter
+from queuekit.batching import GroupCommitter, WriteBehind
 
 WAIT = 5.0
 
@@ -200,3 +200,63 @@ async def test_a_cancelled_waiter_does_not_disturb_the_others_of_its_batch() -> 
 def test_max_batch_must_be_a_positive_integer(max_batch: int) -> None:
     with pytest.raises(ValueError, match="max_batch"):
         GroupCommitter(Store().flush, max_batch=max_batch)
+
+
+# -- WriteBehind: add returns at once, batches are written from one background task -----------
+
+
+class Failures:
+    """What a WriteBehind handed to its on_error callback."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[list[int], str]] = []
+
+    def __call__(self, items: Sequence[int], error: Exception) -> None:
+        self.seen.append((list(items), str(error)))
+
+
+async def test_items_added_while_a_write_runs_form_the_next_batch() -> None:
+    # Given a write-behind whose first write is held open
+    store = Store()
+    behind = WriteBehind(store.flush, Failures(), max_batch=3)
+    gate = store.hold_next_flush()
+    behind.add(0)
+    await asyncio.wait_for(store.entered.wait(), WAIT)
+
+    # When five more items are added (each add returns at once) and the write completes
+    for item in range(1, 6):
+        behind.add(item)
+    gate.set()
+    await asyncio.wait_for(behind.drain(), WAIT)
+
+    # Then they were written behind it in batches of at most 3, in order, one at a time
+    assert store.batches == [[0], [1, 2, 3], [4, 5]]
+    assert store.max_active == 1
+
+
+async def test_a_failed_write_goes_to_on_error_and_later_items_are_still_written() -> None:
+    # Given a write-behind whose first write fails
+    store = Store(failures={0: OSError("disk full")})
+    failures = Failures()
+    behind = WriteBehind(store.flush, failures)
+
+    # When an item is added, then another once the first was handled
+    behind.add(1)
+    await asyncio.wait_for(behind.drain(), WAIT)
+    behind.add(2)
+    await asyncio.wait_for(behind.drain(), WAIT)
+
+    # Then the failed batch reached on_error with its error, and the next one was written
+    assert failures.seen == [([1], "disk full")]
+    assert store.batches == [[2]]
+
+
+async def test_drain_of_an_idle_write_behind_returns_at_once() -> None:
+    behind = WriteBehind(Store().flush, Failures())
+    await asyncio.wait_for(behind.drain(), WAIT)
+
+
+@pytest.mark.parametrize("max_batch", [0, -1, True])
+def test_write_behind_max_batch_must_be_a_positive_integer(max_batch: int) -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        WriteBehind(Store().flush, Failures(), max_batch=max_batch)

@@ -78,3 +78,54 @@ class GroupCommitter(Generic[T]):
                 for _, future in batch:
                     if not future.done():
                         future.set_result(None)
+
+
+class WriteBehind(Generic[T]):
+    """Collect items synchronously; write them in batches from one background task.
+
+    ``add`` returns at once. While a batch is being written, new items queue up and form
+    the next batch (at most ``max_batch`` items each). ``flush`` is never called
+    concurrently with itself. A failed batch is handed to ``on_error`` and dropped:
+    callers use this only for writes whose loss is recoverable (acknowledgements, which
+    at-least-once redelivers). ``drain`` waits until everything added so far is written.
+    """
+
+    def __init__(
+        self,
+        flush: Callable[[Sequence[T]], Awaitable[None]],
+        on_error: Callable[[Sequence[T], Exception], None],
+        *,
+        max_batch: int = 1000,
+    ) -> None:
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be a positive integer, not {max_batch!r}")
+        self._flush = flush
+        self._on_error = on_error
+        self._max_batch = max_batch
+        self._pending: list[T] = []
+        self._worker: asyncio.Task[None] | None = None
+
+    def add(self, item: T) -> None:
+        """Queue ``item`` for the next batch (needs a running event loop)."""
+        self._pending.append(item)
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(
+                self._run(), name="queuekit-write-behind"
+            )
+
+    async def drain(self) -> None:
+        """Wait until every item added so far was written (or handed to ``on_error``)."""
+        while self._worker is not None:
+            await asyncio.shield(self._worker)
+
+    async def _run(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                try:
+                    await self._flush(batch)
+                except Exception as exc:
+                    self._on_error(batch, exc)
+        finally:
+            self._worker = None

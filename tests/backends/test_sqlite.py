@@ -10,6 +10,7 @@ import asyncio
 import signal
 import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -35,6 +36,24 @@ def path(tmp_path: Path) -> Path:
 async def broker(path: Path) -> AsyncIterator[SqliteBroker]:
     async with SqliteBroker(path, visibility_timeout=VISIBILITY_TIMEOUT) as connected:
         yield connected
+
+
+async def lag_becomes(
+    broker: SqliteBroker, topic: str, lag: int, *, group: str = "default"
+) -> None:
+    """Wait (bounded) until ``group`` of ``topic`` has ``lag`` deliveries left.
+
+    Acks are written just after ``ack()`` returns, so the file catches up a moment later.
+    """
+
+    async def group_lag() -> int:
+        stats = await broker.topic_stats(topic)
+        return next(g.lag for g in stats.groups if g.group == group)
+
+    deadline = time.monotonic() + WAIT
+    while (current := await group_lag()) != lag:
+        assert time.monotonic() < deadline, f"lag of {group} stayed {current}, not {lag}"
+        await asyncio.sleep(0.01)  # polling the file, not synchronizing with a task
 
 
 def table_count(path: Path, table: str) -> int:
@@ -143,6 +162,7 @@ async def test_a_message_leaves_the_file_once_every_group_settled_it(
 
     # When the first group acks it, Then the file still holds it for the second
     await (await asyncio.wait_for(anext(subs[0]), WAIT)).ack()
+    await lag_becomes(broker, "retained", 0, group="billing")
     assert table_count(path, "messages") == 1
 
     # When the second group dead-letters it, Then only the dead letter remains
@@ -150,6 +170,33 @@ async def test_a_message_leaves_the_file_once_every_group_settled_it(
     assert table_count(path, "messages") == 0
     assert table_count(path, "deliveries") == 0
     assert table_count(path, "dead_letters") == 1
+
+
+async def test_acks_queued_just_before_close_are_written_by_close(path: Path) -> None:
+    # Given three messages acked right before their broker closes
+    async with SqliteBroker(path) as first:
+        await first.publish([Message.build("closing", n) for n in range(3)])
+        sub = await first.subscribe("closing")
+        for _ in range(3):
+            await (await asyncio.wait_for(anext(sub), WAIT)).ack()
+
+    # When the file is opened again
+    async with SqliteBroker(path) as second:
+        stats = await second.topic_stats("closing")
+
+    # Then the acks were written: nothing is left to deliver
+    assert stats.groups[0].lag == 0
+
+
+async def test_an_ack_after_the_broker_closed_is_refused(path: Path) -> None:
+    # Given a delivery whose broker has closed
+    async with SqliteBroker(path) as broker:
+        await broker.publish([Message.build("late", 1)])
+        delivery = await asyncio.wait_for(anext(await broker.subscribe("late")), WAIT)
+
+    # When it is acked, Then the caller learns the ack cannot be written
+    with pytest.raises(BrokerUnavailable, match="closed"):
+        await delivery.ack()
 
 
 async def test_dead_letters_survive_a_restart_and_replay_to_their_group(path: Path) -> None:
@@ -349,8 +396,9 @@ async def test_two_processes_share_the_work_without_loss_or_duplication(
         for task in done:
             task.result()
     finally:
+        # SIGINT: asyncio.run cancels the consumer, whose broker then writes its last acks
         for process in consumers:
-            await stop(process)
+            await stop(process, signal.SIGINT)
 
     ids = [message_id for pid_ids in handled.values() for message_id in pid_ids]
     assert sorted(ids) == sorted(m.id for m in sent)
@@ -371,6 +419,8 @@ async def test_messages_of_a_killed_consumer_are_redelivered_after_its_lease(
         assert (await read_line(crasher))[0] == "holding"
     finally:
         # When it is killed with SIGKILL, mid-batch
+        # (once its two acks are in the file: they are written just after ack() returns)
+        await lag_becomes(broker, "crash", 3)
         await stop(crasher, signal.SIGKILL)
     assert crasher.returncode == -signal.SIGKILL
 
@@ -385,7 +435,7 @@ async def test_messages_of_a_killed_consumer_are_redelivered_after_its_lease(
     # And the acked ones do not
     for delivery in redelivered:
         await delivery.ack()
-    assert (await broker.topic_stats("crash")).groups[0].lag == 0
+    await lag_becomes(broker, "crash", 0)
 
 
 def test_a_claim_returns_only_its_own_rows_when_the_clock_stands_still(path: Path) -> None:

@@ -9,6 +9,7 @@ concurrent calls become one transaction (one fsync).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import socket
@@ -22,7 +23,7 @@ from typing import ClassVar
 from queuekit.backends.sqlite.database import Database
 from queuekit.backends.sqlite.store import Settlement
 from queuekit.backends.sqlite.subscription import LeaseSettings, SqliteSubscription
-from queuekit.batching import GroupCommitter
+from queuekit.batching import GroupCommitter, WriteBehind
 from queuekit.broker import Admin, Broker, Features, TopicStats
 from queuekit.errors import BrokerUnavailable, InvalidMessage, PublishError
 from queuekit.message import (
@@ -35,6 +36,8 @@ from queuekit.message import (
     validate_group,
     validate_topic,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class SqliteBroker(Broker, Admin):
@@ -81,6 +84,7 @@ class SqliteBroker(Broker, Admin):
         self._database = Database(self.path, busy_timeout=busy_timeout)
         self._publisher = GroupCommitter[Message](self._write_messages)
         self._settler = GroupCommitter[Settlement](self._write_settlements)
+        self._acks = WriteBehind[Settlement](self._write_settlements, self._acks_failed)
         self._subscriptions: defaultdict[str, set[SqliteSubscription]] = defaultdict(set)
         self._valid_topics: set[str] = set()
         self._closing: asyncio.Task[None] | None = None
@@ -120,6 +124,7 @@ class SqliteBroker(Broker, Admin):
                 await subscription.close()
         await self._publisher.drain()
         await self._settler.drain()
+        await self._acks.drain()
         await self._database.close()
 
     async def ping(self) -> None:
@@ -187,6 +192,7 @@ class SqliteBroker(Broker, Admin):
             prefetch=prefetch,
             timing=self._timing,
             settle=self._settle,
+            acknowledge=self._acks.add,
             on_close=self._forget,
         )
         self._subscriptions[topic].add(subscription)
@@ -204,6 +210,14 @@ class SqliteBroker(Broker, Admin):
 
     def _settle(self, settlement: Settlement) -> Awaitable[None]:
         return self._settler.submit((settlement,))  # awaited by the subscription
+
+    def _acks_failed(self, acks: Sequence[Settlement], error: Exception) -> None:
+        logger.warning(
+            "could not write %d acknowledgements (they are redelivered when their leases"
+            " expire): %s",
+            len(acks),
+            error,
+        )
 
     async def _write_settlements(self, settlements: Sequence[Settlement]) -> None:
         await self._database.call(lambda store: store.settle(settlements))

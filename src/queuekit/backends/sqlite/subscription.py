@@ -21,7 +21,7 @@ from typing import Literal
 from queuekit.backends.sqlite.database import Database
 from queuekit.backends.sqlite.store import Settlement
 from queuekit.broker import Delivery, Subscription
-from queuekit.errors import BrokerError
+from queuekit.errors import BrokerError, BrokerUnavailable
 from queuekit.message import Message, dead_letter_headers
 
 logger = logging.getLogger(__name__)
@@ -55,24 +55,15 @@ class SqliteDelivery(Delivery):
         return self._subscription.group
 
     async def ack(self) -> None:
-        # The hot path, spelled out: one coroutine frame less to suspend and resume per message.
+        """Queue the acknowledgement for the broker's next batch and return.
+
+        Raises:
+            BrokerUnavailable: the broker is closed.
+        """
         if self._settled:
             raise RuntimeError(f"message {self._message.id} was already settled")
+        self._subscription.acknowledge(self.seq, self._message.priority)
         self._settled = True
-        subscription = self._subscription
-        try:
-            await subscription.settle(
-                Settlement(
-                    "ack",
-                    subscription.queue_id,
-                    self._message.priority,
-                    self.seq,
-                    subscription.owner,
-                )
-            )
-        except Exception:
-            self._settled = False  # rolled back: see _settle
-            raise
 
     async def nack(self, delay: float = 0.0) -> None:
         if not 0 <= delay < math.inf:  # also rejects NaN
@@ -131,6 +122,7 @@ class SqliteSubscription(Subscription):
         prefetch: int,
         timing: LeaseSettings,
         settle: Callable[[Settlement], Awaitable[None]],
+        acknowledge: Callable[[Settlement], None],
         on_close: Callable[[SqliteSubscription], None],
     ) -> None:
         self.topic = topic
@@ -141,6 +133,7 @@ class SqliteSubscription(Subscription):
         self._database = database
         self._timing = timing
         self._settle = settle
+        self._acknowledge = acknowledge
         self._on_close = on_close
         self._buffer: deque[SqliteDelivery] = deque()
         # Leased to us and not settled (buffered or out): seq -> priority.
@@ -239,6 +232,25 @@ class SqliteSubscription(Subscription):
                 await self._wakeup.wait()
         except TimeoutError:
             pass
+
+    def acknowledge(self, seq: int, priority: int) -> None:
+        """Queue the ack of ``seq`` (written with others soon after) and free its slot.
+
+        An ack lost before it is written (a crash, a failed write) only means a redelivery
+        once its lease expires, which at-least-once allows; so acks, unlike nacks and dead
+        letters, do not wait for their transaction.
+
+        Raises:
+            BrokerUnavailable: the broker is closed.
+        """
+        if not self._database.is_open:
+            raise BrokerUnavailable(
+                f"cannot ack: the SQLite broker on {self._database.path} is closed"
+            )
+        self._acknowledge(Settlement("ack", self.queue_id, priority, seq, self.owner))
+        self._held.pop(seq, None)
+        self._wakeup.set()
+        self._claim_ahead()
 
     async def settle(self, settlement: Settlement) -> None:
         """Write a settlement (batched with others) and free its prefetch slot."""
