@@ -37,6 +37,9 @@ async def execute(client: Redis, *args: Any) -> Any:
 
 
 CRLF = b"\r\n"
+# "\r\n$<n>\r\n": the end of one argument and the length of the next, made once for the
+# lengths of every field but payloads.
+_ARG_HEADS = [b"\r\n$%d\r\n" % size for size in range(256)]
 
 
 def pack_commands(commands: list[list[bytes]]) -> bytes:
@@ -46,10 +49,17 @@ def pack_commands(commands: list[list[bytes]]) -> bytes:
     of arguments doing it here, on bytes only, costs a fraction of that.
     """
     parts: list[bytes] = []
+    append, heads = parts.append, _ARG_HEADS
     for args in commands:
-        parts.append(b"*%d\r\n" % len(args))
+        append(b"\r\n*%d" % len(args))
         for arg in args:
-            parts += (b"$%d\r\n" % len(arg), arg, CRLF)
+            size = len(arg)
+            append(heads[size] if size < 256 else b"\r\n$%d\r\n" % size)
+            append(arg)
+    if not parts:
+        return b""
+    append(CRLF)
+    parts[0] = parts[0][2:]  # each part starts by ending the previous one: not the first
     return b"".join(parts)
 
 
@@ -66,13 +76,7 @@ async def run_packed(client: Redis, packed: bytes, replies: int) -> list[Any]:
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await connection.send_packed_command(packed, check_health=False)
-            results: list[Any] = []
-            for _ in range(replies):
-                try:
-                    results.append(await connection.read_response())
-                except redis_errors.ResponseError as exc:
-                    results.append(exc)
-            return results
+            return await _read_replies(connection, replies)
         except TRANSIENT_ERRORS:
             await connection.disconnect()
             if attempt == 2:
@@ -83,6 +87,25 @@ async def run_packed(client: Redis, packed: bytes, replies: int) -> list[Any]:
         finally:
             await pool.release(connection)
     raise AssertionError("unreachable")
+
+
+async def _read_replies(connection: Any, replies: int) -> list[Any]:
+    """The next ``replies`` replies of ``connection``, error replies in place.
+
+    Straight from the connection's parser (hiredis) under one deadline for them all:
+    ``connection.read_response`` arms a timer and formats the peer's address for every
+    reply, which for a batch of hundreds of replies cost more than the batch itself. Both
+    redis-py parsers return error replies as ``ResponseError`` objects instead of raising.
+    """
+    parser = connection._parser
+    read = parser.read_response
+    try:
+        async with asyncio.timeout(SOCKET_TIMEOUT):
+            return [await read() for _ in range(replies)]
+    except TimeoutError as exc:
+        raise redis_errors.TimeoutError(
+            f"no reply from Redis within {SOCKET_TIMEOUT:.0f} s"
+        ) from exc
 
 
 def _raw(response: Any, **_options: Any) -> Any:

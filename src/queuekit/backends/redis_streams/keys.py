@@ -24,6 +24,8 @@ from queuekit.message import MAX_PRIORITY
 PREFIX = "queuekit"
 TOPICS_KEY = f"{PREFIX}:topics"
 PRIORITIES = range(MAX_PRIORITY + 1)
+# Position of the delayed set in :attr:`TopicKeys.publish_keys` (after the ten lanes).
+DELAYED_KEY = MAX_PRIORITY + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +50,11 @@ class TopicKeys:
 
     @property
     def publish_keys(self) -> tuple[bytes, ...]:
-        """The keys the PUBLISH script writes: the lanes (0 first), then the delayed set."""
+        """The keys a publish writes, encoded: the ten lanes, then the delayed set.
+
+        A message's lane is at the index of its priority, the delayed set at
+        :data:`DELAYED_KEY`.
+        """
         return tuple(key.encode() for key in (*self.lanes, self.delayed))
 
     @property

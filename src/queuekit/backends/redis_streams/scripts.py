@@ -41,26 +41,6 @@ local function as_table(flat)
 end
 """
 
-PUBLISH = """
--- KEYS[1..10]: lanes 0..9; KEYS[11]: topic delayed zset.
--- ARGV: messages, each either '<priority>:<n>' followed by n stream fields (XADD to the
--- lane), or 'd', due_ms, packed member (ZADD to the delayed set). Returns the arg count.
-local i, n = 1, #ARGV
-while i <= n do
-  local head = ARGV[i]
-  if head == 'd' then
-    redis.call('ZADD', KEYS[11], ARGV[i + 1], ARGV[i + 2])
-    i = i + 3
-  else
-    local lane = KEYS[tonumber(string.sub(head, 1, 1)) + 1]
-    local count = tonumber(string.sub(head, 3))
-    redis.call('XADD', lane, '*', unpack(ARGV, i + 1, i + count))
-    i = i + 1 + count
-  end
-end
-return n
-"""
-
 ENSURE_GROUP = """
 -- KEYS[1]: the topic's groups set; KEYS[2..]: every stream the group reads.
 -- ARGV[1]: group. Creates the group at the start of each stream (a new group reads what is
