@@ -66,7 +66,8 @@ PLAN = (
 -- 2. Counts, per stream in read order, the entries not yet delivered to the group (the
 --    group's lag; -1 when Redis cannot tell), so the caller reads exactly what it needs
 --    with plain XREADGROUPs (far cheaper than reading through Lua).
--- Returns {next_due_ms or '', waiting per stream...}; a NOGROUP error if the group is gone.
+-- Returns {next_due_ms or '', waiting per stream...}; a NOGROUP error if the group is gone
+-- from a stream that has entries.
 local function promote(zkey, to_lanes)
   local due = redis.call('ZRANGEBYSCORE', zkey, '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
   for _, member in ipairs(due) do
@@ -82,8 +83,12 @@ promote(KEYS[1], true)
 promote(KEYS[2], false)
 local out = {''}
 for i = 3, 13 do
-  local waiting = nil
-  if redis.call('EXISTS', KEYS[i]) == 1 then
+  -- An empty stream has nothing waiting: XINFO (the bulk of this script's cost) only runs
+  -- on streams with entries. A group missing on an empty stream is found by the blocking
+  -- read that follows a plan with nothing to read.
+  local waiting = 0
+  if redis.call('XLEN', KEYS[i]) > 0 then
+    waiting = nil
     for _, flat in ipairs(redis.call('XINFO', 'GROUPS', KEYS[i])) do
       local group = as_table(flat)
       if group['name'] == ARGV[1] then waiting = group['lag'] or -1 end
