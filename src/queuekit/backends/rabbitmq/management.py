@@ -4,15 +4,24 @@ AMQP has no way to list exchanges or queues, nor to count unacknowledged message
 operations that need those ask the management API; its counters are sampled by RabbitMQ every
 ``collect_statistics_interval`` (5 s by default), so they may lag by that much. Counts that
 AMQP can give exactly (ready messages, consumers) are taken from AMQP instead.
+
+The few requests (admin operations, a gauge refresh every few seconds) go through the
+standard library's ``urllib`` on a worker thread: an async HTTP client (httpx and what it
+pulls in) would add about 6 MiB to every worker process for them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import http.client
 import re
+import urllib.error
+import urllib.request
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
-import httpx
+import orjson
 
 from queuekit.backends.rabbitmq.topology import TOPIC_MARKER
 from queuekit.errors import BrokerUnavailable, ConfigError
@@ -51,19 +60,22 @@ class ManagementAPI:
 
     def __init__(self, url: str, vhost: str, *, timeout: float = 10.0) -> None:
         parts = urlsplit(url)
-        auth = None
+        self._headers = {"Accept": "application/json"}
         if parts.username is not None:
-            auth = httpx.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
+            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            token = base64.b64encode(credentials.encode()).decode("ascii")
+            self._headers["Authorization"] = f"Basic {token}"
         netloc = parts.hostname or "127.0.0.1"
+        if ":" in netloc:
+            netloc = f"[{netloc}]"
         if parts.port is not None:
             netloc += f":{parts.port}"
         self._base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
         self._vhost = quote(vhost, safe="")
-        self._client = httpx.AsyncClient(auth=auth, timeout=timeout)
+        self._timeout = timeout
 
     async def aclose(self) -> None:
-        """Close the HTTP connections."""
-        await self._client.aclose()
+        """Nothing to release: each request opens and closes its own connection."""
 
     async def topic_exchanges(self) -> list[str]:
         """Names of the exchanges that queuekit declared for topics."""
@@ -93,21 +105,32 @@ class ManagementAPI:
             page += 1
 
     async def _get(self, path: str, **params: str) -> dict[str, Any]:
+        url = f"{self._base}{path}?{urlencode(params)}"
         try:
-            response = await self._client.get(self._base + path, params=params)
-        except httpx.HTTPError as exc:
+            status, raw = await asyncio.to_thread(self._fetch, url)
+        except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
             raise BrokerUnavailable(
                 f"RabbitMQ management API unreachable at {self._base} ({exc!r}); enable the "
                 "rabbitmq_management plugin or set RABBITMQ_MANAGEMENT_URL"
             ) from exc
-        if response.status_code in (401, 403):
+        if status in (401, 403):
             raise BrokerUnavailable(
                 f"RabbitMQ management API at {self._base} refused the credentials "
-                f"(HTTP {response.status_code}); the user needs the 'monitoring' tag"
+                f"(HTTP {status}); the user needs the 'monitoring' tag"
             )
-        if response.status_code != 200:
+        if status != 200:
             raise BrokerUnavailable(
-                f"RabbitMQ management API at {self._base} answered HTTP {response.status_code}"
+                f"RabbitMQ management API at {self._base} answered HTTP {status}"
             )
-        body: dict[str, Any] = response.json()
+        body: dict[str, Any] = orjson.loads(raw)
         return body
+
+    def _fetch(self, url: str) -> tuple[int, bytes]:
+        """GET ``url`` (blocking): the status and the body (empty unless 2xx)."""
+        request = urllib.request.Request(url, headers=self._headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+                return int(response.status), bytes(response.read())
+        except urllib.error.HTTPError as exc:  # urllib raises for every status but 2xx
+            exc.close()
+            return exc.code, b""
