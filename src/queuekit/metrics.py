@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import bisect
 import math
+import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
+    from prometheus_client import CollectorRegistry, Counter, Gauge
     from prometheus_client.metrics_core import Metric
 
     from queuekit.broker import TopicStats
@@ -56,56 +57,59 @@ _FirstSeen = tuple["HandlerSeries", str, float]
 class Metrics:
     """All of queuekit's collectors, registered on one registry.
 
-    Record processed messages (:meth:`processed`, or a :class:`HandlerSeries` from
-    ``worker.series``) from one thread: the worker's event loop.
+    prometheus_client itself is loaded, and the registry built, when something first needs
+    them (``registry``, a scrape, a publish or error count, a gauge): a worker that only
+    counts processed messages runs without it until it is scraped. A given ``registry`` is
+    filled at once. Record processed messages (:meth:`processed`, or a
+    :class:`HandlerSeries` from ``worker.series``) from one thread: the worker's event loop.
 
     Outcomes of ``worker_tasks_processed_total``: ``success``, ``retried``, ``dead_lettered``,
     ``duplicate`` (skipped by idempotency), ``released`` (given back at shutdown).
     """
 
     def __init__(self, registry: CollectorRegistry | None = None, *, backend: str = "") -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge
-
-        self.registry = registry if registry is not None else CollectorRegistry()
         self.backend = backend
-        self.messages_sent = Counter(
-            "queue_messages_sent",
-            "Messages published and confirmed by the broker.",
-            ["topic", "backend"],
-            registry=self.registry,
-        )
-        self.errors = Counter(
-            "queue_errors",
-            "Errors: failed publishes and handler failures.",
-            ["topic", "backend", "stage"],
-            registry=self.registry,
-        )
         self.worker = WorkerSeries(backend)
-        self.registry.register(self.worker)
-        self.queue_depth = Gauge(
-            "queue_depth",
-            "Messages ready for delivery, per topic and group.",
-            ["topic", "group", "backend"],
-            registry=self.registry,
-        )
-        self.queue_in_flight = Gauge(
-            "queue_in_flight",
-            "Messages delivered and not yet acknowledged, per topic and group.",
-            ["topic", "group", "backend"],
-            registry=self.registry,
-        )
-        self.queue_lag = Gauge(
-            "queue_lag",
-            "Messages not yet handled by a group (ready, in flight and delayed).",
-            ["topic", "group", "backend"],
-            registry=self.registry,
-        )
-        self.dead_letter_depth = Gauge(
-            "queue_dead_letters",
-            "Messages in the dead-letter queue of a topic.",
-            ["topic", "backend"],
-            registry=self.registry,
-        )
+        self._given_registry = registry
+        self._collectors: _Collectors | None = None
+        self._building = threading.Lock()  # a scrape on another thread may come first
+        if registry is not None:
+            self._prometheus()
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The registry every collector is on (the given one, else a private one)."""
+        return self._prometheus().registry
+
+    @property
+    def messages_sent(self) -> Counter:
+        """``queue_messages_sent_total{topic, backend}``."""
+        return self._prometheus().messages_sent
+
+    @property
+    def errors(self) -> Counter:
+        """``queue_errors_total{topic, backend, stage}``."""
+        return self._prometheus().errors
+
+    @property
+    def queue_depth(self) -> Gauge:
+        """``queue_depth{topic, group, backend}``."""
+        return self._prometheus().queue_depth
+
+    @property
+    def queue_in_flight(self) -> Gauge:
+        """``queue_in_flight{topic, group, backend}``."""
+        return self._prometheus().queue_in_flight
+
+    @property
+    def queue_lag(self) -> Gauge:
+        """``queue_lag{topic, group, backend}``."""
+        return self._prometheus().queue_lag
+
+    @property
+    def dead_letter_depth(self) -> Gauge:
+        """``queue_dead_letters{topic, backend}``."""
+        return self._prometheus().dead_letter_depth
 
     def sent(self, topic: str, count: int = 1) -> None:
         """Count ``count`` confirmed publishes to ``topic``."""
@@ -133,6 +137,61 @@ class Metrics:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
+
+    def _prometheus(self) -> _Collectors:
+        collectors = self._collectors
+        if collectors is None:
+            with self._building:
+                collectors = self._collectors
+                if collectors is None:
+                    collectors = self._collectors = _Collectors(self._given_registry, self.worker)
+        return collectors
+
+
+class _Collectors:
+    """prometheus_client's collectors of one :class:`Metrics`, on its registry."""
+
+    def __init__(self, registry: CollectorRegistry | None, worker: WorkerSeries) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.messages_sent = Counter(
+            "queue_messages_sent",
+            "Messages published and confirmed by the broker.",
+            ["topic", "backend"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "queue_errors",
+            "Errors: failed publishes and handler failures.",
+            ["topic", "backend", "stage"],
+            registry=self.registry,
+        )
+        self.registry.register(worker)
+        self.queue_depth = Gauge(
+            "queue_depth",
+            "Messages ready for delivery, per topic and group.",
+            ["topic", "group", "backend"],
+            registry=self.registry,
+        )
+        self.queue_in_flight = Gauge(
+            "queue_in_flight",
+            "Messages delivered and not yet acknowledged, per topic and group.",
+            ["topic", "group", "backend"],
+            registry=self.registry,
+        )
+        self.queue_lag = Gauge(
+            "queue_lag",
+            "Messages not yet handled by a group (ready, in flight and delayed).",
+            ["topic", "group", "backend"],
+            registry=self.registry,
+        )
+        self.dead_letter_depth = Gauge(
+            "queue_dead_letters",
+            "Messages in the dead-letter queue of a topic.",
+            ["topic", "backend"],
+            registry=self.registry,
+        )
 
 
 class HandlerSeries:
