@@ -10,7 +10,8 @@ basic.ack): an ack lost to a crash in that millisecond means one redelivery, whi
 at-least-once delivery allows. Nacks and dead letters wait until their batch is applied.
 Queued acks are kept per subscription (:class:`AckBuffer`, an id appended to a list per
 stream), so acknowledging costs no allocation beyond that; a batch becomes one ``XACK`` per
-stream and group.
+stream and group. A subscription about to fetch takes its queued acks into the same write
+(:meth:`AckBuffer.take`), which spares them a round trip of their own.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ logger = logging.getLogger("queuekit.redis")
 
 _MULTI = [b"MULTI"]
 _EXEC = [b"EXEC"]
+_XACK = b"XACK"
+_XDEL = b"XDEL"
 
 
 class Settlement(NamedTuple):
@@ -86,17 +89,24 @@ class AckBuffer:
             self._settler.submit_acks(self)
 
     def take(self) -> list[list[bytes]]:
-        """The commands that apply every queued ack (XACK, and XDEL of retries); empties it."""
-        self._queued = False
+        """The commands that apply every queued ack (XACK, and XDEL of retries); empties it.
+
+        To send them outside a transaction, pass them through :func:`acks_write`.
+        """
         commands: list[list[bytes]] = []
         for index, ids in enumerate(self._ids):
             if ids:
                 stream = self._streams[index]
-                commands.append([b"XACK", stream, self._group, *ids])
+                commands.append([_XACK, stream, self._group, *ids])
                 if index == 0 and self._delete_first:
-                    commands.append([b"XDEL", stream, *ids])
+                    commands.append([_XDEL, stream, *ids])
                 self._ids[index] = []
         return commands
+
+    def hand_over(self) -> list[list[bytes]]:
+        """:meth:`take`, by the settler: the next ``add`` queues the buffer with it again."""
+        self._queued = False
+        return self.take()
 
 
 class Settler:
@@ -112,6 +122,7 @@ class Settler:
         self._retry_for = retry_for
         self._queued: list[Settlement] = []
         self._ack_buffers: list[AckBuffer] = []
+        self._taken: list[list[list[bytes]]] = []
         self._applied: asyncio.Future[None] | None = None  # resolves when _queued is applied
         self._worker: asyncio.Task[None] | None = None
 
@@ -149,18 +160,30 @@ class Settler:
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run(), name="queuekit-redis-settle")
 
+    def submit_commands(self, commands: list[list[bytes]]) -> None:
+        """Apply ``commands`` (taken from an :class:`AckBuffer`) in the next batch."""
+        self._taken.append(commands)
+        self._wake()
+
     async def _run(self) -> None:
-        while self._queued or self._ack_buffers:
+        while self._queued or self._ack_buffers or self._taken:
             batch, self._queued = self._queued, []
             buffers, self._ack_buffers = self._ack_buffers, []
+            taken, self._taken = self._taken, []
             applied, self._applied = self._applied, None
             commands = _commands(batch)
             for buffer in buffers:
-                commands += buffer.take()
+                commands += buffer.hand_over()
+            for more in taken:
+                commands += more
             try:
                 if commands:
                     with mapped_errors("settling deliveries"):
-                        await self._apply_with_retries(commands)
+                        # Acks and moves in one transaction: a message is never both
+                        # acknowledged and lost.
+                        await self._apply_with_retries(
+                            [_MULTI, *commands, _EXEC] if batch else acks_write(commands)
+                        )
             except Exception as exc:
                 if applied is not None:
                     applied.set_exception(exc)
@@ -177,28 +200,42 @@ class Settler:
     async def _apply_with_retries(self, commands: list[list[bytes]]) -> None:
         deadline = time.monotonic() + self._retry_for
         backoff = Backoff()
-        packed = pack_commands([_MULTI, *commands, _EXEC])
+        packed = pack_commands(commands)
         while True:
             try:
-                await self._apply(packed, len(commands) + 2)
+                check_replies(await run_packed(self._client, packed, len(commands)))
                 return
             except TRANSIENT_ERRORS:
                 if time.monotonic() >= deadline:
                     raise
                 await backoff.wait()
 
-    async def _apply(self, packed: bytes, replies: int) -> None:
-        """Run one packed MULTI ... EXEC; raise the first error Redis answered."""
-        results = await run_packed(self._client, packed, replies)
-        for result in results[:-1]:
-            if isinstance(result, redis_errors.ResponseError):
-                raise result  # refused while queuing: EXEC discarded the whole batch
-        executed = results[-1]
-        if isinstance(executed, redis_errors.ResponseError):
-            raise executed
-        for result in executed or ():
-            if isinstance(result, redis_errors.ResponseError):
-                raise result
+
+def acks_write(commands: list[list[bytes]]) -> list[list[bytes]]:
+    """Commands from :meth:`AckBuffer.take`, ready to be sent on their own.
+
+    Plain XACKs need no transaction (each is atomic, and acknowledging twice is harmless);
+    with XDELs of retries they go in one ``MULTI``/``EXEC``, since an acknowledged retry left
+    undeleted would stay in its stream for good.
+    """
+    if any(command[0] is _XDEL for command in commands):
+        return [_MULTI, *commands, _EXEC]
+    return commands
+
+
+def check_replies(replies: Sequence[Any]) -> None:
+    """Raise the first error among the replies of settling commands (EXEC's included).
+
+    An error while queuing a command of a ``MULTI`` makes its ``EXEC`` discard the whole
+    transaction (``EXECABORT``).
+    """
+    for reply in replies:
+        if isinstance(reply, redis_errors.ResponseError):
+            raise reply
+        if isinstance(reply, list):
+            for result in reply:
+                if isinstance(result, redis_errors.ResponseError):
+                    raise result
 
 
 def _commands(batch: Sequence[Settlement]) -> list[list[bytes]]:

@@ -6,9 +6,10 @@ returned, or returned and not settled). Each batch takes: entries other consumer
 delayed messages and counts what waits in each stream, and plain XREADGROUPs (one write)
 take exactly that many, retries first, then priority 9 down to 0; and when there is
 nothing, one blocking XREADGROUP on every stream of the group wakes on the first new entry.
-The reads of a batch carry the next batch's PLAN in the same write, so while a backlog lasts
-each batch costs one round trip (an entry published in between waits at most one batch
-longer to be counted, as it would if it had arrived just after a separate PLAN).
+The reads of a batch carry the acks queued since the last write (see settle.py) and the next
+batch's PLAN in the same write, so while a backlog lasts each batch costs one round trip (an
+entry published in between waits at most one batch longer to be counted, as it would if it
+had arrived just after a separate PLAN).
 A second task extends the leases of everything this consumer holds (XCLAIM ... JUSTID resets
 the idle time without counting a delivery) every third of the visibility timeout, and trims
 the topic now and then. A lost connection is retried with backoff for as long as the
@@ -39,7 +40,13 @@ from queuekit.backends.redis_streams.connection import (
 )
 from queuekit.backends.redis_streams.keys import TopicKeys, read_order_priority
 from queuekit.backends.redis_streams.scripts import run
-from queuekit.backends.redis_streams.settle import AckBuffer, Command, Settlement
+from queuekit.backends.redis_streams.settle import (
+    AckBuffer,
+    Command,
+    Settlement,
+    acks_write,
+    check_replies,
+)
 from queuekit.broker import Delivery, Subscription
 from queuekit.errors import BrokerError
 from queuekit.message import Message, dead_letter_headers
@@ -311,7 +318,8 @@ class RedisSubscription(Subscription):
         """Read up to ``free`` new entries, taking the streams in read order.
 
         ``waiting`` is the PLAN script's count of undelivered entries per stream (-1:
-        unknown). All reads go in one write; returns how many deliveries were buffered.
+        unknown). All reads go in one write, after the queued acks and before the next
+        PLAN; returns how many deliveries were buffered.
         """
         commands: list[list[bytes]] = []
         positions: list[int] = []
@@ -329,7 +337,21 @@ class RedisSubscription(Subscription):
         if not commands:
             return 0
         commands.append(self._plan_command())
-        replies = await run_packed(self._broker.client, pack_commands(commands), len(commands))
+        # The acks queued meanwhile go first in the same write (see settle.py).
+        taken = self._acks.take()
+        acks = acks_write(taken)
+        commands[:0] = acks
+        try:
+            replies = await run_packed(self._broker.client, pack_commands(commands), len(commands))
+        except BaseException:
+            if taken:
+                self._broker.settler.submit_commands(taken)  # it retries them
+            raise
+        try:
+            check_replies(replies[: len(acks)])
+        except redis_errors.ResponseError as exc:
+            logger.warning("acks on %s were refused, to be redelivered: %s", self.topic, exc)
+        del replies[: len(acks)]
         plan = replies.pop()
         # NOSCRIPT (a restarted Redis) or NOGROUP: the next batch plans on its own and
         # recovers as it always does.
