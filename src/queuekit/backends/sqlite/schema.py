@@ -8,7 +8,8 @@ Tables:
 * ``queues``: one row per (topic, consumer group), numbered by ``queue_id`` (a topic's
   default group is created by its first publish). Deliveries carry the small integer, not
   the two names: their b-tree entries stay short and compare fast.
-* ``deliveries``: one row per (message, group) not yet settled by that group. Its primary
+* ``deliveries``: one row per (message, group) not yet settled by that group (a trigger
+  deletes a message with its last delivery). Its primary
   key *is* the claim order (highest priority first, then publish order), so a claim walks
   the table itself and updating a lease rewrites one row in place, with no claim-order
   index to maintain. ``visible_at`` is when the row can next be claimed: the ready time
@@ -57,6 +58,17 @@ CREATE TABLE IF NOT EXISTS deliveries (
 ) WITHOUT ROWID;
 -- "Is anything due, and when is the next one?" in O(log n), and a claim's rows.
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (queue_id, visible_at);
+-- A message leaves with its last delivery, in the statement that deletes that delivery:
+-- settling needs no second statement, and no path can leave an orphan message behind.
+CREATE TRIGGER IF NOT EXISTS messages_leave_with_their_last_delivery
+AFTER DELETE ON deliveries
+BEGIN
+    DELETE FROM messages WHERE seq = OLD.seq AND NOT EXISTS (
+        SELECT 1 FROM deliveries AS d
+        WHERE d.queue_id IN (SELECT q.queue_id FROM queues AS q WHERE q.topic = messages.topic)
+        AND d.priority = OLD.priority AND d.seq = OLD.seq
+    );
+END;
 
 CREATE TABLE IF NOT EXISTS consumers (
     owner TEXT PRIMARY KEY,
@@ -101,7 +113,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
 }
 
-# Durability is chosen per transaction (see SqliteStore._write): synchronous=FULL syncs the WAL
+# Durability is chosen per connection (see SqliteStore): synchronous=FULL syncs the WAL
 # on commit, which "publish returns once the message is durable" needs; NORMAL (synced at
 # checkpoints) survives a crash of the process but may lose the last commits on power loss,
 # which for claims and settlements only means a redelivery, as at-least-once allows.
@@ -110,7 +122,6 @@ SYNC_RELAXED = "PRAGMA synchronous = NORMAL"
 
 CONNECTION_PRAGMAS = (
     "PRAGMA journal_mode = WAL",
-    SYNC_DURABLE,
     "PRAGMA foreign_keys = OFF",
     "PRAGMA temp_store = MEMORY",
     # SQLite's default 2 MiB: a queue's working set is the head and tail of a few b-trees;

@@ -210,6 +210,7 @@ class SqliteSubscription(Subscription):
         claimed = await self._database.call(
             lambda store: store.claim(
                 self.queue_id,
+                self.topic,
                 owner=self.owner,
                 limit=limit,
                 now=now,
