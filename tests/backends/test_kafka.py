@@ -248,8 +248,8 @@ async def test_offsets_are_committed_only_up_to_the_first_unhandled_message(
     sub = await broker.subscribe(topic, "workers", prefetch=3)
     first, second, third = await collect(sub, 3)
     assert isinstance(first, KafkaDelivery)
-    partition = (first.fetched.part.topic, first.fetched.part.partition)
-    start = first.fetched.offset
+    partition = (first.part.topic, first.part.partition)
+    start = first.offset
 
     # When the second and third are acked before the first
     await second.ack()

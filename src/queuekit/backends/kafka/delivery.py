@@ -21,25 +21,34 @@ from queuekit.broker import Delivery
 from queuekit.message import Message, dead_letter_headers, dlq_topic
 
 if TYPE_CHECKING:
-    from queuekit.backends.kafka.partition import Fetched
+    from queuekit.backends.kafka.partition import Partition
     from queuekit.backends.kafka.subscription import KafkaSubscription
 
 _OPEN, _SETTLING, _SETTLED = 0, 1, 2
 
 
 class KafkaDelivery(Delivery):
-    """A delivery from a :class:`~queuekit.backends.kafka.subscription.KafkaSubscription`."""
+    """A record fetched from ``part`` at ``offset``, and then its delivery.
 
-    __slots__ = ("_state", "_subscription", "fetched")
+    One object from fetch to settlement (a consumer builds one per record, so it is kept
+    to one): it waits in :class:`~queuekit.backends.kafka.ready.ReadyRecords`, is handed
+    out by the subscription, and is settled by its handler. ``released`` once the consumer
+    gave it back; ``earlier``: deliveries before this one that left no trace but a mark.
+    """
 
-    def __init__(self, subscription: KafkaSubscription, fetched: Fetched) -> None:
+    __slots__ = ("_state", "_subscription", "earlier", "message", "offset", "part", "released")
+    message: Message  # a plain slot: read on every step of a delivery's way
+
+    def __init__(
+        self, subscription: KafkaSubscription, part: Partition, offset: int, message: Message
+    ) -> None:
         self._subscription = subscription
-        self.fetched = fetched
+        self.part = part
+        self.offset = offset
+        self.message = message
+        self.released = False
+        self.earlier = 0
         self._state = _OPEN
-
-    @property
-    def message(self) -> Message:
-        return self.fetched.message
 
     @property
     def group(self) -> str:
@@ -52,7 +61,7 @@ class KafkaDelivery(Delivery):
 
     def _begin(self) -> bool:
         """Claim the settlement; False if the consumer already released the delivery."""
-        if self._state == _SETTLED and self.fetched.released:
+        if self._state == _SETTLED and self.released:
             self._subscription.check_open_broker()
             return False
         if self._state != _OPEN:

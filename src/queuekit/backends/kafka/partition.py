@@ -1,4 +1,4 @@
-"""The state a consumer keeps for one assigned Kafka partition and each record it fetched."""
+"""The state a consumer keeps for one assigned Kafka partition."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from confluent_kafka import TopicPartition
 
 from queuekit.backends.kafka.marks import Mark
 from queuekit.backends.kafka.offsets import OffsetLedger
-from queuekit.message import Message
 
 if TYPE_CHECKING:
     from queuekit.backends.kafka.delivery import KafkaDelivery
@@ -36,8 +35,8 @@ class Partition:
     # After a crash of the previous owner: its delivered, unsettled records (handled one at
     # a time), the records behind them (held back meanwhile) and the last durable probe.
     suspect: Mark | None = None
-    suspects: deque[Fetched] = field(default_factory=deque)
-    held: list[Fetched] = field(default_factory=list)
+    suspects: deque[KafkaDelivery] = field(default_factory=deque)
+    held: list[KafkaDelivery] = field(default_factory=list)
     probed: int = -1
     # Offsets up to ``marked`` may be delivered (their mark is durable); a mark up to
     # ``marking`` is on its way.
@@ -52,14 +51,3 @@ class Partition:
     def topic_partition(self, offset: int = -1001) -> Any:
         """A ``confluent_kafka.TopicPartition`` of this partition (at ``offset``)."""
         return TopicPartition(self.topic, self.partition, offset)
-
-
-@dataclass(slots=True, eq=False)
-class Fetched:
-    """A record fetched from ``part``; ``released`` once the consumer gave it back."""
-
-    part: Partition
-    offset: int
-    message: Message
-    released: bool = False
-    earlier: int = 0  # deliveries before this one that left no trace but a mark

@@ -16,9 +16,13 @@ import itertools
 import time
 from collections import deque
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from queuekit.backends.kafka.naming import PRIORITIES
-from queuekit.backends.kafka.partition import LANE, Fetched, Partition
+from queuekit.backends.kafka.partition import LANE, Partition
+
+if TYPE_CHECKING:
+    from queuekit.backends.kafka.delivery import KafkaDelivery
 
 PRIORITY_SETTLE = 1.0  # seconds a lower lane waits for higher lanes after an assignment
 
@@ -27,9 +31,9 @@ class ReadyRecords:
     """Fetched, not yet delivered records of one subscription (event loop only)."""
 
     def __init__(self) -> None:
-        self._lanes: list[deque[Fetched]] = [deque() for _ in PRIORITIES]
+        self._lanes: list[deque[KafkaDelivery]] = [deque() for _ in PRIORITIES]
         self._highest = 0  # no lane above this one holds a record
-        self._delayed: list[tuple[float, int, Fetched]] = []
+        self._delayed: list[tuple[float, int, KafkaDelivery]] = []
         self._order = itertools.count()
         self._waiting_lanes: set[Partition] = set()  # lanes not fetched since assignment
         self._settle_until = 0.0
@@ -50,35 +54,37 @@ class ReadyRecords:
     def revoked(self, part: Partition) -> None:
         self._waiting_lanes.discard(part)
 
-    def add(self, fetched: Fetched, now: float) -> None:
-        """Queue a fetched record (``now``: wall clock, read once per batch)."""
-        part = fetched.part
+    def add(self, part: Partition, fetched: list[KafkaDelivery], now: float) -> None:
+        """Queue records fetched from ``part``, in offset order (``now``: wall clock, read
+        once per batch)."""
         if part.suspect is not None:
-            self._hold(fetched)
+            for record in fetched:
+                self._hold(record)
         elif part.role == LANE:
             priority = part.priority
             if priority:
                 self._waiting_lanes.discard(part)
                 if priority > self._highest:
                     self._highest = priority
-            self._lanes[priority].append(fetched)
+            self._lanes[priority].extend(fetched)
         else:
-            self._route(fetched, now)
+            for record in fetched:
+                self._route(record, now)
 
-    def _route(self, fetched: Fetched, now: float) -> None:
+    def _route(self, fetched: KafkaDelivery, now: float) -> None:
         due = fetched.message.not_before
         if fetched.part.role != LANE and due is not None and due > now:
             heapq.heappush(self._delayed, (due, next(self._order), fetched))
         else:
             self._make_ready(fetched)
 
-    def _make_ready(self, fetched: Fetched) -> None:
+    def _make_ready(self, fetched: KafkaDelivery) -> None:
         priority = fetched.message.priority
         self._lanes[priority].append(fetched)
         if priority > self._highest:
             self._highest = priority
 
-    def _hold(self, fetched: Fetched) -> None:
+    def _hold(self, fetched: KafkaDelivery) -> None:
         part = fetched.part
         suspect = part.suspect
         if suspect is not None and fetched.offset <= suspect.delivered:
@@ -92,7 +98,7 @@ class ReadyRecords:
 
     # ------------------------------------------------------------------ taking
 
-    def next_suspect(self) -> tuple[Fetched | None, Partition | None, float | None]:
+    def next_suspect(self) -> tuple[KafkaDelivery | None, Partition | None, float | None]:
         """A crash suspect to deliver now (popped), or a partition whose head suspect needs
         its probe mark first, and the seconds until a suspect is due."""
         wait: float | None = None
@@ -120,7 +126,7 @@ class ReadyRecords:
                     return head, None, None
         return None, None, wait
 
-    def take(self) -> tuple[Fetched | None, Fetched | None, float | None]:
+    def take(self) -> tuple[KafkaDelivery | None, KafkaDelivery | None, float | None]:
         """``(record, None, None)`` to deliver now (popped); ``(None, record, None)`` if the
         next one needs a crash-safety mark first (not popped); else ``(None, None, seconds
         until a record may be due)``."""
@@ -169,9 +175,9 @@ class ReadyRecords:
             part.held.clear()
         self.probing.clear()
 
-    def drop_before(self, part: Partition, position: int) -> list[Fetched]:
+    def drop_before(self, part: Partition, position: int) -> list[KafkaDelivery]:
         """Remove and return ``part``'s waiting records below ``position`` (purged)."""
-        gone: list[Fetched] = []
+        gone: list[KafkaDelivery] = []
         for lane in self._lanes:
             if any(f.part is part and f.offset < position for f in lane):
                 kept = [f for f in lane if f.part is not part or f.offset >= position]

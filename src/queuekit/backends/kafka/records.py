@@ -19,6 +19,8 @@ from typing import Any
 
 from queuekit.message import MIN_PRIORITY, Message
 
+_restore = Message.restore
+
 H_ID = "x-queuekit-id"
 H_ATTEMPT = "x-queuekit-attempt"
 H_PRIORITY = "x-queuekit-priority"
@@ -67,12 +69,35 @@ def from_record(record: Any, topic: str, priority: int, offset: int | None = Non
     position, so a redelivery keeps it; attempt 1; created at its Kafka timestamp.
     ``offset``: the record's offset when the caller already read it.
     """
+    raw_headers = record.headers()
+    if (
+        raw_headers is not None
+        and len(raw_headers) == 1
+        and raw_headers[0][0] == H_ID
+        and record.key() is None
+    ):
+        # What queuekit itself publishes most: a fresh message with only its id. Its
+        # timestamp is its creation time (see to_record).
+        raw_id = raw_headers[0][1]
+        kind, stamp = record.timestamp()
+        value = record.value()
+        return _restore(
+            topic,
+            value if value is not None else b"",
+            raw_id.decode("utf-8", "replace") if raw_id is not None else "",
+            {},
+            None,
+            priority,
+            None,
+            1,
+            stamp / 1000 if kind and stamp > 0 else time.time(),
+        )
     message_id: str | None = None
     attempt = 1
     not_before: float | None = None
     created_at: float | None = None
     headers: dict[str, str] = {}
-    for name, raw in record.headers() or ():
+    for name, raw in raw_headers or ():
         value = raw.decode("utf-8", "replace") if raw is not None else ""
         if name == H_ID:
             message_id = value

@@ -34,7 +34,7 @@ from queuekit.backends.kafka.consumer_thread import ConsumerThread
 from queuekit.backends.kafka.delivery import KafkaDelivery
 from queuekit.backends.kafka.marks import Key, Mark
 from queuekit.backends.kafka.naming import PRIORITIES, delay_topic, lane_topic, retry_topic
-from queuekit.backends.kafka.partition import DELAYED, LANE, RETRY, Fetched, Partition
+from queuekit.backends.kafka.partition import DELAYED, LANE, RETRY, Partition
 from queuekit.backends.kafka.producer import AsyncProducer
 from queuekit.backends.kafka.ready import ReadyRecords
 from queuekit.backends.kafka.records import from_record, to_record
@@ -143,34 +143,57 @@ class KafkaSubscription(Subscription):
         if self._closed:
             return
         parts = self._parts
-        ready = self._ready
         topic = self.topic
         now = time.time()
         pause: list[Partition] = []
+        # consume() returns runs of records of one partition: each run is looked up once and
+        # queued at once.
+        run: list[KafkaDelivery] = []
+        run_key: Key | None = None
+        part: Partition | None = None
         for record in records:
-            error = record.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    part = parts.get((record.topic(), record.partition()))
-                    if part is not None:
-                        ready.reached_end(part)
-                else:
-                    log.debug("kafka consumer of %s: %s", self.topic, error.str())
+            if record.error() is not None:
+                self._on_event(record)
                 continue
-            part = parts.get((record.topic(), record.partition()))
+            key = (record.topic(), record.partition())
+            if key != run_key:
+                if run:
+                    self._queue(run, now, pause)
+                    run = []
+                run_key = key
+                part = parts.get(key)
             offset = record.offset()
             if part is None or not part.ledger.fetched(offset):
                 continue
-            fetched = Fetched(part, offset, from_record(record, topic, part.priority, offset))
-            part.buffered += 1
-            ready.add(fetched, now)
-            limit = PAUSE_AT if part.role == LANE else LOOKAHEAD
-            if part.buffered >= limit and not part.paused:
-                part.paused = True
-                pause.append(part)
+            run.append(
+                KafkaDelivery(self, part, offset, from_record(record, topic, part.priority, offset))
+            )
+        if run:
+            self._queue(run, now, pause)
         if pause:
             self._thread.command("pause", [p.topic_partition() for p in pause])
         self._wakeup.set()
+
+    def _queue(self, run: list[KafkaDelivery], now: float, pause: list[Partition]) -> None:
+        """Hand a run of records fetched from one partition to the ready records; note the
+        partition in ``pause`` when it holds enough of them."""
+        part = run[0].part
+        part.buffered += len(run)
+        self._ready.add(part, run, now)
+        limit = PAUSE_AT if part.role == LANE else LOOKAHEAD
+        if part.buffered >= limit and not part.paused:
+            part.paused = True
+            pause.append(part)
+
+    def _on_event(self, record: Any) -> None:
+        """An error or end-of-partition event in the consumed records."""
+        error = record.error()
+        if error.code() == KafkaError._PARTITION_EOF:
+            part = self._parts.get((record.topic(), record.partition()))
+            if part is not None:
+                self._ready.reached_end(part)
+        else:
+            log.debug("kafka consumer of %s: %s", self.topic, error.str())
 
     def fail(self, error: QueuekitError) -> None:
         self._error = error
@@ -214,19 +237,18 @@ class KafkaSubscription(Subscription):
             except TimeoutError:
                 pass
 
-    def _deliver(self, fetched: Fetched) -> KafkaDelivery:
-        part = fetched.part
+    def _deliver(self, delivery: KafkaDelivery) -> KafkaDelivery:
+        part = delivery.part
         part.buffered -= 1
         if part.paused and part.buffered <= RESUME_AT:
             part.paused = False
             self._thread.command("resume", [part.topic_partition()])
         if (
-            part.marking < fetched.offset + MARK_AHEAD // 2
+            part.marking < delivery.offset + MARK_AHEAD // 2
             and part.ledger.highest > part.marking
             and part.suspect is None
         ):
-            self._request_mark(part, fetched.offset)  # before it is needed
-        delivery = KafkaDelivery(self, fetched)
+            self._request_mark(part, delivery.offset)  # before it is needed
         part.deliveries.add(delivery)
         self._unsettled += 1
         return delivery
@@ -274,10 +296,9 @@ class KafkaSubscription(Subscription):
         if delivery.settled:
             return
         delivery.mark_settled()
-        fetched = delivery.fetched
-        part = fetched.part
+        part = delivery.part
         part.deliveries.discard(delivery)
-        part.ledger.settled(fetched.offset)
+        part.ledger.settled(delivery.offset)
         self._unsettled -= 1
         if not part.revoked and self._commit_timer is None:
             self._commit_timer = self._loop.call_later(COMMIT_DELAY, self._flush_commits)
@@ -313,7 +334,7 @@ class KafkaSubscription(Subscription):
                 self._release_locally(delivery)
             return False
         for delivery in pending:
-            delivery.fetched.released = True
+            delivery.released = True
             self.settle(delivery)
         return True
 
@@ -321,9 +342,9 @@ class KafkaSubscription(Subscription):
         """Forget ``delivery`` without committing past it (Kafka redelivers it)."""
         if delivery.settled:
             return
-        delivery.fetched.released = True
+        delivery.released = True
         delivery.mark_settled()
-        delivery.fetched.part.deliveries.discard(delivery)
+        delivery.part.deliveries.discard(delivery)
         self._unsettled -= 1
         self._wakeup.set()
 
