@@ -21,11 +21,9 @@ import asyncio
 import contextlib
 import logging
 import math
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from queuekit.backends import create_broker
@@ -355,6 +353,10 @@ def scratch_settings(settings: Settings) -> Iterator[Settings]:
     if settings.queue_type != "sqlite":
         yield settings
         return
+    # Imported here: tempfile brings shutil and its compression modules (~1 MiB) along.
+    import tempfile
+    from pathlib import Path
+
     folder = Path(settings.sqlite_path).expanduser().parent
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix="bench-") as scratch:

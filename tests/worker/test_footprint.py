@@ -32,15 +32,18 @@ sys.stdout.write(orjson.dumps(sorted({m.split('.')[0] for m in sys.modules})).de
 """
 
 
-def test_a_worker_without_schemas_or_metrics_loads_neither_pydantic_nor_prometheus() -> None:
+def test_a_worker_without_schemas_metrics_or_store_loads_none_of_their_libraries() -> None:
     # Given a fresh interpreter running a worker whose handler has no schema, without metrics
+    # and without an idempotency store
     done = subprocess.run(
         [sys.executable, "-c", WORKER_WITHOUT_SCHEMAS], capture_output=True, timeout=30, check=True
     )
 
-    # When it has run / Then neither library was imported, nor any web stack
+    # When it has run / Then none of their libraries was imported, nor any web stack
     loaded = set(orjson.loads(done.stdout))
-    assert loaded.isdisjoint({"pydantic", "prometheus_client", "fastapi", "starlette", "uvicorn"})
+    assert loaded.isdisjoint(
+        {"pydantic", "prometheus_client", "sqlite3", "fastapi", "starlette", "uvicorn", "httpx"}
+    )
 
 
 WORKER_WITH_METRICS = """

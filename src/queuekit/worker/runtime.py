@@ -28,11 +28,11 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from queuekit.backends import create_broker
 from queuekit.broker import Admin, Broker, Delivery, Subscription
 from queuekit.errors import BrokerError, ConfigError
-from queuekit.idempotency import IdempotencyStore, create_idempotency_store
 from queuekit.logs import configure_logging
 from queuekit.metrics import Metrics
 from queuekit.settings import Settings
@@ -41,6 +41,9 @@ from queuekit.worker.app import App, HandlerSpec
 from queuekit.worker.middleware import DEFAULT_MIDDLEWARE, Context, Middleware, Next, Services
 from queuekit.worker.middleware.base import Outcome, compose, describe_error
 from queuekit.worker.middleware.handler import HandlerCall, HandlerThreads
+
+if TYPE_CHECKING:
+    from queuekit.idempotency import IdempotencyStore
 
 __all__ = ["Worker", "run_worker", "run_worker_sync"]
 
@@ -483,7 +486,9 @@ async def run_worker(
         ConfigError: the app has no handlers or a setting is invalid.
         BrokerUnavailable: the broker cannot be reached at start.
     """
-    # uvicorn and Starlette load only when a worker is really started, not on import.
+    # uvicorn and Starlette load only when a worker is really started, not on import; so do
+    # the idempotency stores (sqlite3), which a Worker given no store never needs.
+    from queuekit.idempotency import create_idempotency_store
     from queuekit.worker.health import HealthServer, create_health_app, refresh_queue_gauges
 
     configure_logging(settings.log_level, settings.log_format)

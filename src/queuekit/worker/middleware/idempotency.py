@@ -28,13 +28,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
-import secrets
+import os
 from typing import TYPE_CHECKING
 
-from queuekit.idempotency import ClaimState, IdempotencyStore
 from queuekit.worker.middleware.base import Context, Next, Services, describe_error
 
 if TYPE_CHECKING:
+    from queuekit.idempotency import ClaimState, IdempotencyStore
     from queuekit.worker.app import HandlerSpec
 
 __all__ = ["DEFAULT_LEASE", "LEASE_MARGIN", "IdempotencyMiddleware"]
@@ -50,7 +50,7 @@ class IdempotencyMiddleware:
         self._first_poll = first_poll
         self._max_poll = max_poll
         # Claim tokens: unique across processes (random prefix), cheap per message (counter).
-        self._token_prefix = secrets.token_hex(8)
+        self._token_prefix = os.urandom(8).hex()
         self._token_counter = itertools.count()
 
     def bind(self, call_next: Next, spec: HandlerSpec, services: Services) -> Next:
@@ -65,6 +65,9 @@ class IdempotencyMiddleware:
         if store is None or spec.idempotency_key is False:
             await call_next(ctx)
             return
+        # Imported here: a worker without a store never loads the stores' module (sqlite3).
+        from queuekit.idempotency import ClaimState
+
         key = self._key(ctx)
         token = f"{self._token_prefix}-{next(self._token_counter)}"
         lease = DEFAULT_LEASE if spec.timeout is None else spec.timeout + LEASE_MARGIN
@@ -98,6 +101,8 @@ class IdempotencyMiddleware:
     async def _claim(
         self, store: IdempotencyStore, key: str, token: str, lease: float, take_over: bool
     ) -> ClaimState:
+        from queuekit.idempotency import ClaimState
+
         pause = self._first_poll
         while (
             state := await store.begin(key, token, lease, take_over=take_over)
