@@ -33,7 +33,8 @@ from queuekit.message import DEFAULT_GROUP, Message, validate_topic
 from queuekit.metrics import Metrics
 from queuekit.settings import Settings
 from queuekit.worker import DEFAULT_MIDDLEWARE, App, Worker
-from queuekit.worker.middleware import Context, Next, Outcome
+from queuekit.worker.app import HandlerSpec
+from queuekit.worker.middleware import Context, Next, Outcome, Services
 
 __all__ = [
     "BenchConfig",
@@ -152,18 +153,43 @@ class _AckCounter:
         if self.acked >= total:
             self.reached.set()
 
+    def bind(self, call_next: Next, spec: HandlerSpec, services: Services) -> Next:
+        """This counter around the handler's chain."""
+        return _CountAcks(self, call_next)
+
     async def __call__(self, ctx: Context, call_next: Next) -> None:
-        await call_next(ctx)
-        if ctx.outcome is not Outcome.SUCCESS:
+        await _CountAcks(self, call_next)(ctx)
+
+    def count(self, ctx: Context) -> None:
+        """Count ``ctx`` if it was acked as a success."""
+        if ctx.outcome is not _SUCCESS:
             return
-        sent = self.scheduled.pop(ctx.message.id, None)
-        if sent is not None:
-            self.latencies.append(time.perf_counter() - sent)
+        if self.scheduled:
+            sent = self.scheduled.pop(ctx.delivery.message.id, None)
+            if sent is not None:
+                self.latencies.append(time.perf_counter() - sent)
         self.acked += 1
         if self.on_ack is not None:
             self.on_ack(self.acked)
         if self.acked >= self.target:
             self.reached.set()
+
+
+_SUCCESS = Outcome.SUCCESS  # read once: an enum member read through its class is slow
+
+
+class _CountAcks:
+    """An :class:`_AckCounter` bound to the rest of the chain."""
+
+    __slots__ = ("_call_next", "_counter")
+
+    def __init__(self, counter: _AckCounter, call_next: Next) -> None:
+        self._counter = counter
+        self._call_next = call_next
+
+    async def __call__(self, ctx: Context) -> None:
+        await self._call_next(ctx)
+        self._counter.count(ctx)
 
 
 async def _noop(payload: Any) -> None:

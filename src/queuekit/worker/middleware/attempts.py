@@ -7,7 +7,6 @@ it again would likely kill this worker too, so it goes to the dead-letter queue 
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING
 
 from queuekit.worker.middleware.base import Context, DeadLetterNow, Next, Services
@@ -25,10 +24,23 @@ class AttemptLimitMiddleware:
     """Dead-letter (``max_attempts_exceeded``) a delivery whose attempt is already too high."""
 
     def bind(self, call_next: Next, spec: HandlerSpec, services: Services) -> Next:
-        """The same layer, pre-bound to the rest of the chain."""
-        return functools.partial(self.__call__, call_next=call_next)
+        """The same layer for ``spec``, its attempt limit read once."""
+        return _AttemptLimit(call_next, spec.max_attempts)
 
     async def __call__(self, ctx: Context, call_next: Next) -> None:
-        if ctx.attempt > ctx.spec.max_attempts:
+        await _AttemptLimit(call_next, ctx.spec.max_attempts)(ctx)
+
+
+class _AttemptLimit:
+    """The crash-loop guard of one handler."""
+
+    __slots__ = ("_call_next", "_max_attempts")
+
+    def __init__(self, call_next: Next, max_attempts: int) -> None:
+        self._call_next = call_next
+        self._max_attempts = max_attempts
+
+    async def __call__(self, ctx: Context) -> None:
+        if ctx.delivery.attempt > self._max_attempts:
             raise DeadLetterNow(MAX_ATTEMPTS_EXCEEDED, WORKER_DIED, stage="handler")
-        await call_next(ctx)
+        await self._call_next(ctx)

@@ -7,7 +7,6 @@ at WARNING. Observability never fails a message: errors while logging are swallo
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -40,36 +39,48 @@ class LoggingMiddleware:
 
     def bind(self, call_next: Next, spec: HandlerSpec, services: Services) -> Next:
         """The same layer, pre-bound to the rest of the chain."""
-        return functools.partial(self.__call__, call_next=call_next)
+        return _Logging(call_next)
 
     async def __call__(self, ctx: Context, call_next: Next) -> None:
-        try:
-            await call_next(ctx)
-        finally:
-            self._log(ctx)
+        await _Logging(call_next)(ctx)
 
-    @staticmethod
-    def _log(ctx: Context) -> None:
+
+class _Logging:
+    """The logging layer around one chain."""
+
+    __slots__ = ("_call_next",)
+
+    def __init__(self, call_next: Next) -> None:
+        self._call_next = call_next
+
+    async def __call__(self, ctx: Context) -> None:
         try:
-            logger = ctx.services.logger
-            outcome = ctx.outcome
-            level = logging.ERROR if outcome is None else _LEVELS[outcome]
-            if not logger.isEnabledFor(level):
-                return
-            extra: dict[str, Any] = {
-                "app": ctx.services.app_name,
-                "topic": ctx.spec.topic,
-                "group": ctx.spec.group,
-                "message_id": ctx.message.id,
-                "attempt": ctx.attempt,
-                "outcome": str(outcome) if outcome else "unsettled",
-                "duration_ms": round((time.perf_counter() - ctx.started) * 1000, 3),
-            }
-            for name in ("reason", "error", "error_stage", "retry_delay"):
-                value = getattr(ctx, name)
-                if value is not None:
-                    extra[name] = value
-            text = "message left unsettled" if outcome is None else _TEXT[outcome]
-            logger.log(level, text, extra=extra)
-        except Exception:  # a log line must never fail a message
+            await self._call_next(ctx)
+        finally:
+            _log(ctx)
+
+
+def _log(ctx: Context) -> None:
+    try:
+        logger = ctx.services.logger
+        outcome = ctx.outcome
+        level = logging.ERROR if outcome is None else _LEVELS[outcome]
+        if not logger.isEnabledFor(level):
             return
+        extra: dict[str, Any] = {
+            "app": ctx.services.app_name,
+            "topic": ctx.spec.topic,
+            "group": ctx.spec.group,
+            "message_id": ctx.message.id,
+            "attempt": ctx.attempt,
+            "outcome": str(outcome) if outcome else "unsettled",
+            "duration_ms": round((time.perf_counter() - ctx.started) * 1000, 3),
+        }
+        for name in ("reason", "error", "error_stage", "retry_delay"):
+            value = getattr(ctx, name)
+            if value is not None:
+                extra[name] = value
+        text = "message left unsettled" if outcome is None else _TEXT[outcome]
+        logger.log(level, text, extra=extra)
+    except Exception:  # a log line must never fail a message
+        return

@@ -19,7 +19,6 @@ broker redelivers an unsettled message by itself.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -48,63 +47,78 @@ class SettlementMiddleware:
 
     def bind(self, call_next: Next, spec: HandlerSpec, services: Services) -> Next:
         """The same layer, pre-bound to the rest of the chain."""
-        return functools.partial(self.__call__, call_next=call_next)
+        return _Settlement(call_next)
 
     async def __call__(self, ctx: Context, call_next: Next) -> None:
+        await _Settlement(call_next)(ctx)
+
+
+# Module constants: an enum member read through its class costs a lookup per message.
+_SUCCESS = Outcome.SUCCESS
+_DUPLICATE = Outcome.DUPLICATE
+_RELEASED = Outcome.RELEASED
+
+
+class _Settlement:
+    """The settlement layer around one chain (the policy in the module docstring)."""
+
+    __slots__ = ("_call_next",)
+
+    def __init__(self, call_next: Next) -> None:
+        self._call_next = call_next
+
+    async def __call__(self, ctx: Context) -> None:
         try:
-            await call_next(ctx)
+            await self._call_next(ctx)
         except asyncio.CancelledError:
             if not ctx.settled:
-                await self._settle(ctx, ctx.nack(0.0, Outcome.RELEASED))
+                await _settle(ctx, ctx.nack(0.0, _RELEASED))
             raise
         except Reject as exc:
-            await self._settle(ctx, ctx.dead_letter(f"rejected: {exc.reason}", None))
+            await _settle(ctx, ctx.dead_letter(f"rejected: {exc.reason}", None))
         except DeadLetterNow as exc:
             ctx.error, ctx.error_stage = exc.error, exc.stage
-            await self._settle(ctx, ctx.dead_letter(exc.reason, exc.error))
+            await _settle(ctx, ctx.dead_letter(exc.reason, exc.error))
         except Retry as exc:
-            await self._fail(ctx, f"Retry: {exc.reason}", stage=None, delay=exc.delay)
+            await _fail(ctx, f"Retry: {exc.reason}", stage=None, delay=exc.delay)
         except HandlerTimeout as exc:
-            await self._fail(ctx, describe_error(exc), stage="timeout", delay=None)
+            await _fail(ctx, describe_error(exc), stage="timeout", delay=None)
         except Exception as exc:
-            await self._fail(
-                ctx, describe_error(exc), stage=ctx.error_stage or "handler", delay=None
-            )
+            await _fail(ctx, describe_error(exc), stage=ctx.error_stage or "handler", delay=None)
         else:
             try:  # the common case, without a coroutine wrapping the ack
-                await ctx.ack(Outcome.DUPLICATE if ctx.duplicate else Outcome.SUCCESS)
+                await ctx.ack(_DUPLICATE if ctx.duplicate else _SUCCESS)
             except Exception as exc:
-                self._settle_failed(ctx, exc)
+                _settle_failed(ctx, exc)
 
-    async def _fail(
-        self, ctx: Context, error: str, *, stage: str | None, delay: float | None
-    ) -> None:
-        ctx.error, ctx.error_stage = error, stage
-        spec = ctx.spec
-        if ctx.attempt <= spec.retries:
-            if delay is None:
-                delay = backoff_delay(ctx.attempt, spec.backoff, spec.max_backoff, ctx.services.rng)
-            await self._settle(ctx, ctx.nack(max(0.0, delay)))
-        else:
-            await self._settle(ctx, ctx.dead_letter(MAX_ATTEMPTS_EXCEEDED, error))
 
-    @staticmethod
-    async def _settle(ctx: Context, settlement: Coroutine[Any, Any, None]) -> None:
-        try:
-            await settlement
-        except Exception as exc:
-            SettlementMiddleware._settle_failed(ctx, exc)
+async def _fail(ctx: Context, error: str, *, stage: str | None, delay: float | None) -> None:
+    ctx.error, ctx.error_stage = error, stage
+    spec = ctx.spec
+    if ctx.attempt <= spec.retries:
+        if delay is None:
+            delay = backoff_delay(ctx.attempt, spec.backoff, spec.max_backoff, ctx.services.rng)
+        await _settle(ctx, ctx.nack(max(0.0, delay)))
+    else:
+        await _settle(ctx, ctx.dead_letter(MAX_ATTEMPTS_EXCEEDED, error))
 
-    @staticmethod
-    def _settle_failed(ctx: Context, exc: Exception) -> None:
-        ctx.error_stage = "settle"
-        ctx.services.logger.error(
-            "could not settle a message; the broker will redeliver it",
-            extra={
-                "topic": ctx.spec.topic,
-                "group": ctx.spec.group,
-                "message_id": ctx.message.id,
-                "outcome": str(ctx.outcome),
-                "error": describe_error(exc),
-            },
-        )
+
+async def _settle(ctx: Context, settlement: Coroutine[Any, Any, None]) -> None:
+    try:
+        await settlement
+    except Exception as exc:
+        _settle_failed(ctx, exc)
+
+
+def _settle_failed(ctx: Context, exc: Exception) -> None:
+    ctx.error_stage = "settle"
+    ctx.services.logger.error(
+        "could not settle a message; the broker will redeliver it",
+        extra={
+            "topic": ctx.spec.topic,
+            "group": ctx.spec.group,
+            "message_id": ctx.message.id,
+            "outcome": str(ctx.outcome),
+            "error": describe_error(exc),
+        },
+    )

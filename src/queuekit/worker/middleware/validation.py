@@ -10,7 +10,6 @@ payload content leaks into headers or logs.
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING
 
 import orjson
@@ -18,7 +17,7 @@ import orjson
 from queuekit.worker.middleware.base import MAX_ERROR_LENGTH, Context, DeadLetterNow, Next, Services
 
 if TYPE_CHECKING:
-    from pydantic import ValidationError
+    from pydantic import BaseModel, ValidationError
 
     from queuekit.worker.app import HandlerSpec
 
@@ -40,26 +39,49 @@ class ValidationMiddleware:
     """Set ``ctx.payload`` from the message body, or dead-letter it as ``invalid_payload``."""
 
     def bind(self, call_next: Next, spec: HandlerSpec, services: Services) -> Next:
-        """The same layer, pre-bound to the rest of the chain."""
-        return functools.partial(self.__call__, call_next=call_next)
+        """The same layer for ``spec``: its JSON or its schema path chosen once."""
+        if spec.schema is None:
+            return _DecodeJSON(call_next)
+        return _ValidateSchema(call_next, spec.schema)
 
     async def __call__(self, ctx: Context, call_next: Next) -> None:
-        schema = ctx.spec.schema
-        raw = ctx.message.payload
-        if schema is None:
-            try:
-                ctx.payload = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                error = f"payload is not valid JSON: {exc}"[:MAX_ERROR_LENGTH]
-                raise DeadLetterNow(INVALID_PAYLOAD, error, stage=INVALID_PAYLOAD) from None
-        else:
-            # Imported here: a worker without schemas never loads pydantic (a schema is a
-            # pydantic model, so this is only a lookup in sys.modules).
-            from pydantic import ValidationError
+        await self.bind(call_next, ctx.spec, ctx.services)(ctx)
 
-            try:
-                ctx.payload = schema.model_validate_json(raw)
-            except ValidationError as exc:
-                error = summarize_validation_error(exc)[:MAX_ERROR_LENGTH]
-                raise DeadLetterNow(INVALID_PAYLOAD, error, stage=INVALID_PAYLOAD) from None
-        await call_next(ctx)
+
+class _DecodeJSON:
+    """Validation of a handler without a schema: the payload is any JSON value."""
+
+    __slots__ = ("_call_next",)
+
+    def __init__(self, call_next: Next) -> None:
+        self._call_next = call_next
+
+    async def __call__(self, ctx: Context) -> None:
+        try:
+            ctx.payload = orjson.loads(ctx.delivery.message.payload)
+        except orjson.JSONDecodeError as exc:
+            error = f"payload is not valid JSON: {exc}"[:MAX_ERROR_LENGTH]
+            raise DeadLetterNow(INVALID_PAYLOAD, error, stage=INVALID_PAYLOAD) from None
+        await self._call_next(ctx)
+
+
+class _ValidateSchema:
+    """Validation of a handler with a schema (a pydantic model)."""
+
+    __slots__ = ("_call_next", "_schema")
+
+    def __init__(self, call_next: Next, schema: type[BaseModel]) -> None:
+        self._call_next = call_next
+        self._schema = schema
+
+    async def __call__(self, ctx: Context) -> None:
+        # Imported here: a worker without schemas never loads pydantic (a schema is a
+        # pydantic model, so this is only a lookup in sys.modules).
+        from pydantic import ValidationError
+
+        try:
+            ctx.payload = self._schema.model_validate_json(ctx.delivery.message.payload)
+        except ValidationError as exc:
+            error = summarize_validation_error(exc)[:MAX_ERROR_LENGTH]
+            raise DeadLetterNow(INVALID_PAYLOAD, error, stage=INVALID_PAYLOAD) from None
+        await self._call_next(ctx)
