@@ -156,7 +156,8 @@ class Message:
             InvalidMessage: bad priority, delay, key, id, headers or a non-JSON payload.
         """
         validate_topic(topic)
-        check_priority(priority)
+        if priority.__class__ is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+            check_priority(priority)  # raises with the reason (an int subclass like bool...)
         if delay is not None and (
             isinstance(delay, bool)
             or not isinstance(delay, int | float)
@@ -168,12 +169,15 @@ class Message:
             raise InvalidMessage("key must be a string")
         if message_id is not None and (not isinstance(message_id, str) or not message_id):
             raise InvalidMessage("message_id must be a non-empty string")
-        clean_headers = check_headers(headers or {})
-        for name in clean_headers:
-            if name.lower().startswith(RESERVED_HEADER_PREFIX):
-                raise InvalidMessage(
-                    f"header {name!r}: names starting with {RESERVED_HEADER_PREFIX!r} are reserved"
-                )
+        clean_headers: dict[str, str] = {}
+        if headers:
+            clean_headers = check_headers(headers)
+            for name in clean_headers:
+                if name.lower().startswith(RESERVED_HEADER_PREFIX):
+                    raise InvalidMessage(
+                        f"header {name!r}: names starting with {RESERVED_HEADER_PREFIX!r} "
+                        "are reserved"
+                    )
         now = time.time()
         return _restore(
             topic,
