@@ -302,6 +302,24 @@ async def test_closing_gives_prefetched_messages_back_at_once_uncounted(
     assert {d.attempt for d in rest} == {1}
 
 
+async def test_acks_are_applied_at_once_while_the_consumer_waits_for_new_messages(
+    make_broker: Callable[..., Awaitable[RedisStreamsBroker]], topic: str
+) -> None:
+    # Given a consumer (visibility timeout 60 s) holding three messages, nothing else to read
+    broker = await make_broker(visibility_timeout=60.0)
+    await broker.publish([Message.build(topic, n) for n in range(3)])
+    sub = await broker.subscribe(topic, prefetch=3)
+    held = [await next_of(sub) for _ in range(3)]
+
+    for still_held, delivery in zip((2, 1, 0), held, strict=True):
+        # When it acknowledges them one by one (its fetch loop blocks in a read of up to 1 s
+        # as soon as there is room)
+        await delivery.ack()
+
+        # Then each ack reaches Redis within a round trip, not after that read
+        await poll(lambda: broker.topic_stats(topic), lambda s, n=still_held: s.in_flight == n, 0.5)
+
+
 # -- retries, delays and attempts
 
 

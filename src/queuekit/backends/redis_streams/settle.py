@@ -61,6 +61,10 @@ class Settlement(NamedTuple):
 class AckBuffer:
     """The queued acks of one consumer of one group: entry ids per stream it reads.
 
+    Queued acks go to the settler's next batch, except while the consumer holds the buffer
+    (:meth:`hold`): its next write is about to take them (:meth:`take`), so until it lets
+    go (:meth:`release`) acks wait for that write instead of a round trip of their own.
+
     Args:
         settler: the broker's settler, which takes the ids in its next batch.
         group: the consumer group.
@@ -69,7 +73,7 @@ class AckBuffer:
             stream) are deleted as well.
     """
 
-    __slots__ = ("_delete_first", "_group", "_ids", "_queued", "_settler", "_streams")
+    __slots__ = ("_delete_first", "_group", "_held", "_ids", "_queued", "_settler", "_streams")
 
     def __init__(
         self, settler: Settler, group: str, streams: Sequence[str], *, delete_first: bool
@@ -80,11 +84,23 @@ class AckBuffer:
         self._delete_first = delete_first
         self._ids: list[list[bytes]] = [[] for _ in streams]
         self._queued = False
+        self._held = False
 
     def add(self, index: int, entry_id: bytes) -> None:
-        """Queue the ack of ``entry_id`` of ``streams[index]`` for the settler's next batch."""
+        """Queue the ack of ``entry_id`` of ``streams[index]`` for the next write."""
         self._ids[index].append(entry_id)
-        if not self._queued:
+        if not self._queued and not self._held:
+            self._queued = True
+            self._settler.submit_acks(self)
+
+    def hold(self) -> None:
+        """Keep acks from now on for the holder's next write (it must call :meth:`take`)."""
+        self._held = True
+
+    def release(self) -> None:
+        """Hand acks to the settler again, starting with those queued meanwhile."""
+        self._held = False
+        if not self._queued and any(self._ids):
             self._queued = True
             self._settler.submit_acks(self)
 

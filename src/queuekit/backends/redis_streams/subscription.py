@@ -34,7 +34,6 @@ from queuekit.backends.redis_streams import entries
 from queuekit.backends.redis_streams.connection import (
     TRANSIENT_ERRORS,
     Backoff,
-    execute,
     pack_commands,
     run_packed,
 )
@@ -228,30 +227,42 @@ class RedisSubscription(Subscription):
         return len(self._buffer) + len(self._unsettled)
 
     async def _fetch_loop(self) -> None:
+        """Fetch batch after batch; between two, the acks wait for the next one's write.
+
+        The ack buffer is held from the start of a batch until the loop has to wait (for
+        room, for a blocking read, after an error), so that acks arriving meanwhile reach
+        Redis with the next write within about a round trip, and otherwise on their own.
+        """
         backoff = Backoff()
-        while not self._closed:
-            try:
-                await self._wait_for_room()
-                await self._fetch_batch()
-                backoff.reset()
-            except TRANSIENT_ERRORS as exc:
-                logger.warning(
-                    "redis consumer of %s/%s lost its connection, retrying: %s",
-                    self.topic,
-                    self.group,
-                    exc,
-                )
-                await backoff.wait()
-            except redis_errors.ResponseError as exc:
-                if not _group_is_gone(exc):
+        try:
+            while not self._closed:
+                try:
+                    await self._wait_for_room()
+                    self._acks.hold()
+                    await self._fetch_batch()
+                    backoff.reset()
+                except TRANSIENT_ERRORS as exc:
+                    self._acks.release()
+                    logger.warning(
+                        "redis consumer of %s/%s lost its connection, retrying: %s",
+                        self.topic,
+                        self.group,
+                        exc,
+                    )
+                    await backoff.wait()
+                except redis_errors.ResponseError as exc:
+                    self._acks.release()
+                    if not _group_is_gone(exc):
+                        self._fail(exc)
+                        return
+                    # The streams are gone (Redis restarted without persistence, or deleted).
+                    logger.warning("group %s of %s is gone; recreating it", self.group, self.topic)
+                    await self._broker.ensure_group(self.topic, self.group)
+                except Exception as exc:
                     self._fail(exc)
                     return
-                # The streams are gone (Redis restarted without persistence, or deleted).
-                logger.warning("group %s of %s is gone; recreating it", self.group, self.topic)
-                await self._broker.ensure_group(self.topic, self.group)
-            except Exception as exc:
-                self._fail(exc)
-                return
+        finally:
+            self._acks.release()
 
     def _fail(self, exc: Exception) -> None:
         """Stop consuming; the consumer's next ``__anext__`` raises a queuekit error."""
@@ -266,12 +277,13 @@ class RedisSubscription(Subscription):
             free = self._prefetch - self._leased
             if free >= (1 if not self._buffer else self._refill_at):
                 return
+            self._acks.release()
             self._room.clear()
             await self._room.wait()
 
     async def _fetch_batch(self) -> None:
         free = self._prefetch - self._leased
-        client, scripts, group = self._broker.client, self._broker.scripts, self.group
+        scripts, group = self._broker.scripts, self.group
         now = time.monotonic()
         claimed = 0
         if now >= self._next_claim:
@@ -291,26 +303,27 @@ class RedisSubscription(Subscription):
         next_due = float(plan[0]) / 1000 if plan[0] else math.inf
         if await self._read(free, [int(waiting) for waiting in plan[1:]]) or claimed:
             return
-        self._next_plan = None  # it saw nothing to read: plan afresh after waiting
         wait = min(self._next_claim - time.monotonic(), next_due - time.time(), MAX_BLOCK)
         block_ms = max(1, math.ceil(wait * 1000))
-        streams = self._streams
-        read = await execute(
-            client,
-            "XREADGROUP",
-            "GROUP",
-            group,
-            self.consumer,
-            "COUNT",
-            1,
-            "BLOCK",
-            block_ms,
-            "STREAMS",
+        streams = self._stream_names
+        block = [
+            *self._read_prefix,
+            b"1",
+            b"BLOCK",
+            b"%d" % block_ms,
+            b"STREAMS",
             *streams,
-            *([">"] * len(streams)),
-        )
+            *([b">"] * len(streams)),
+        ]
+        # The queued acks go before the wait, those of the wait on their own; the plan
+        # runs once the read returns.
+        read, plan = await self._write_with_acks([block, self._plan_command()], hold=False)
+        # NOSCRIPT or NOGROUP: the next batch plans on its own (see _read).
+        self._next_plan = None if isinstance(plan, Exception) else plan
+        if isinstance(read, Exception):
+            raise read
         if read:
-            positions = {key.encode(): index for index, key in enumerate(streams)}
+            positions = {key: index for index, key in enumerate(streams)}
             for stream, stream_entries in read:
                 self._accept_new(positions[stream], stream_entries)
 
@@ -337,21 +350,7 @@ class RedisSubscription(Subscription):
         if not commands:
             return 0
         commands.append(self._plan_command())
-        # The acks queued meanwhile go first in the same write (see settle.py).
-        taken = self._acks.take()
-        acks = acks_write(taken)
-        commands[:0] = acks
-        try:
-            replies = await run_packed(self._broker.client, pack_commands(commands), len(commands))
-        except BaseException:
-            if taken:
-                self._broker.settler.submit_commands(taken)  # it retries them
-            raise
-        try:
-            check_replies(replies[: len(acks)])
-        except redis_errors.ResponseError as exc:
-            logger.warning("acks on %s were refused, to be redelivered: %s", self.topic, exc)
-        del replies[: len(acks)]
+        replies = await self._write_with_acks(commands, hold=True)
         plan = replies.pop()
         # NOSCRIPT (a restarted Redis) or NOGROUP: the next batch plans on its own and
         # recovers as it always does.
@@ -363,6 +362,31 @@ class RedisSubscription(Subscription):
             if reply:
                 accepted += self._accept_new(index, reply[0][1])
         return accepted
+
+    async def _write_with_acks(self, commands: list[list[bytes]], *, hold: bool) -> list[Any]:
+        """Run ``commands`` after the queued acks, in one write; return their replies.
+
+        ``hold``: acks arriving during the round trip wait for the next write (else the
+        buffer is released to the settler first). Acks that may not have reached Redis
+        when the write fails are handed to the settler, which retries them.
+        """
+        taken = self._acks.take()
+        acks = acks_write(taken)
+        if not hold:
+            self._acks.release()
+        try:
+            replies = await run_packed(
+                self._broker.client, pack_commands([*acks, *commands]), len(acks) + len(commands)
+            )
+        except BaseException:
+            if taken:
+                self._broker.settler.submit_commands(taken)
+            raise
+        try:
+            check_replies(replies[: len(acks)])
+        except redis_errors.ResponseError as exc:
+            logger.warning("acks on %s were refused, to be redelivered: %s", self.topic, exc)
+        return replies[len(acks) :]
 
     def _plan_command(self) -> list[bytes]:
         """The PLAN script as a command to send after the reads of a batch.
