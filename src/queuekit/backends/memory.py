@@ -15,6 +15,7 @@ locks are needed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import heapq
 import itertools
 import math
@@ -35,6 +36,7 @@ from queuekit.broker import (
 from queuekit.errors import BrokerUnavailable, InvalidMessage
 from queuekit.message import (
     DEFAULT_GROUP,
+    MAX_PRIORITY,
     DeadLetter,
     Message,
     check_priority,
@@ -104,6 +106,54 @@ class _Topic:
         return group
 
 
+class _ReadyQueue:
+    """A group's ready entries: highest priority first, then in the order they got ready.
+
+    One FIFO per priority: a push and a pop cost O(1), where one heap of the whole backlog
+    cost a logarithm of it in tuple comparisons per message.
+    """
+
+    __slots__ = ("_by_priority", "_count", "_highest")
+
+    def __init__(self) -> None:
+        self._by_priority: list[collections.deque[_Entry]] = [
+            collections.deque() for _ in range(MAX_PRIORITY + 1)
+        ]
+        self._count = 0
+        self._highest = -1  # no FIFO above this priority holds an entry
+
+    def __len__(self) -> int:
+        return self._count
+
+    def push(self, entry: _Entry) -> None:
+        priority = entry.retained.message.priority
+        self._by_priority[priority].append(entry)
+        self._count += 1
+        if priority > self._highest:
+            self._highest = priority
+
+    def pop(self) -> _Entry | None:
+        """The next entry to deliver, or None if there is none."""
+        if not self._count:
+            return None
+        by_priority = self._by_priority
+        highest = self._highest
+        while not by_priority[highest]:
+            highest -= 1
+        self._highest = highest
+        self._count -= 1
+        return by_priority[highest].popleft()
+
+    def clear(self) -> list[_Entry]:
+        """Remove every entry; return them."""
+        entries = [entry for fifo in reversed(self._by_priority) for entry in fifo]
+        for fifo in self._by_priority:
+            fifo.clear()
+        self._count = 0
+        self._highest = -1
+        return entries
+
+
 class _Group:
     """Delivery state of one consumer group of a topic."""
 
@@ -111,8 +161,7 @@ class _Group:
 
     def __init__(self, topic: _Topic) -> None:
         self.topic = topic
-        # (-priority, order, entry): highest priority first, then in the order they got ready.
-        self.ready: list[tuple[int, int, _Entry]] = []
+        self.ready = _ReadyQueue()
         # (due on the monotonic clock, order, entry)
         self.delayed: list[tuple[float, int, _Entry]] = []
         self.leases: dict[int, _Lease] = {}
@@ -130,11 +179,10 @@ class _Group:
             self.requeue(_Entry(kept), None)
 
     def requeue(self, entry: _Entry, due: float | None) -> None:
-        order = next(self.topic.counter)
         if due is None:
-            heapq.heappush(self.ready, (-entry.retained.message.priority, order, entry))
+            self.ready.push(entry)
         else:
-            heapq.heappush(self.delayed, (due, order, entry))
+            heapq.heappush(self.delayed, (due, next(self.topic.counter), entry))
 
     def promote(self, now: float) -> None:
         """Make due delayed messages and expired abandoned leases ready."""
@@ -153,9 +201,9 @@ class _Group:
         return min(dues) if dues else None
 
     def take(self, holder: MemorySubscription, token: int) -> _Entry | None:
-        if not self.ready:
+        entry = self.ready.pop()
+        if entry is None:
             return None
-        _, _, entry = heapq.heappop(self.ready)
         entry.deliveries += 1
         self.leases[token] = _Lease(entry, holder)
         return entry
@@ -189,10 +237,9 @@ class _Group:
 
     def purge(self) -> int:
         self.promote(time.monotonic())
-        entries = [row[2] for row in self.ready] + [row[2] for row in self.delayed]
+        entries = self.ready.clear() + [row[2] for row in self.delayed]
         for entry in entries:
             self.forget(entry)
-        self.ready.clear()
         self.delayed.clear()
         return len(entries)
 
