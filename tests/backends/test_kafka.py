@@ -16,13 +16,14 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, Producer
+from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from brokers import require_broker
 from queuekit.backends import create_broker
 from queuekit.backends.kafka import KafkaBroker
 from queuekit.backends.kafka.delivery import KafkaDelivery
+from queuekit.backends.kafka.marks import FETCH_MARK_AHEAD, Mark, MarkBook
 from queuekit.backends.kafka.naming import base_topics, group_id, retry_topic
 from queuekit.backends.kafka.offsets import OffsetLedger
 from queuekit.broker import Delivery
@@ -115,6 +116,33 @@ def test_the_ledger_commits_only_the_contiguous_handled_prefix() -> None:
     assert (ledger.position, ledger.unsettled) == (14, 0)
     # And a record fetched again (a refetch after a pause) is ignored
     assert not ledger.fetched(12)
+
+
+def test_fetched_records_are_marked_at_fetch_within_reach_of_the_committed_position() -> None:
+    # Given a partition committed at 100 whose previous owner left cleanly, and one whose
+    # previous owner died with records up to 60 delivered
+    book = MarkBook()
+    clean, crashed = ("orders", 0), ("orders", 1)
+    suspects = book.assigned(
+        [TopicPartition(*clean, 100), TopicPartition(*crashed, 50, Mark(60).encode())]
+    )
+    assert list(suspects) == [crashed]
+
+    # When records 100-150 of the clean one are fetched
+    commit = book.mark_fetched(clean, 100, 150)
+
+    # Then they are marked by one commit of the committed position, and count as marked
+    assert (commit.offset, Mark.parse(commit.metadata)) == (100, Mark(150))
+    assert book.reach(clean) == 150
+    # And fetching them again needs no new mark
+    assert book.mark_fetched(clean, 120, 150) is None
+    # And a fetch reaching past FETCH_MARK_AHEAD records beyond the position is marked only
+    # that far (the rest waits for marks asked as deliveries come near)
+    far = book.mark_fetched(clean, 151, 100 + FETCH_MARK_AHEAD + 500)
+    assert Mark.parse(far.metadata) == Mark(100 + FETCH_MARK_AHEAD)
+    # And the crashed owner's partition is not marked at fetch: its records are probed first
+    assert book.mark_fetched(crashed, 50, 70) is None
+    assert book.reach(crashed) == -1
 
 
 def test_settings_build_a_kafka_broker() -> None:

@@ -3,9 +3,10 @@
 librdkafka's consumer is driven by one thread: it consumes in batches, runs the rebalance
 callbacks (which must finish before the group moves on) and applies what the event loop asks
 for through a command queue (commits, crash-safety marks, pauses). Records cross over to the
-loop one batch at a time (``call_soon_threadsafe``); a revoke runs a coroutine on the loop
-and waits for it, so in-flight messages can finish and the handled prefix is committed
-before the partitions move.
+loop one batch at a time (``call_soon_threadsafe``), crash-safety marked already (see
+:mod:`.marks`: a mark made here costs no round trip between the threads); a revoke runs a
+coroutine on the loop and waits for it, so in-flight messages can finish and the handled
+prefix is committed before the partitions move.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ class Owner(Protocol):
     @property
     def closed(self) -> bool: ...
 
-    def on_records(self, records: list[Any]) -> None: ...
+    def on_records(self, records: list[Any], marked: dict[Key, int]) -> None:
+        """Take consumed records; ``marked``: how far the marks of their partitions reach."""
+        ...
 
     def assigned(self, keys: list[Key], suspects: dict[Key, Mark]) -> None: ...
 
@@ -133,7 +136,7 @@ class ConsumerThread:
                     self._call(owner.fail, ConnectionLost(str(error)))
                     break
                 if records and not owner.closed:  # a closing subscription drops records
-                    self._call(owner.on_records, records)
+                    self._call(owner.on_records, records, self._mark_fetched(records))
             self._apply_commands()
         except Exception as exc:  # the thread must always report its end
             log.exception("kafka consumer thread of %s/%s failed", owner.topic, owner.group)
@@ -177,6 +180,33 @@ class ConsumerThread:
                 # (or the revoke's synchronous one) carries the same or a later position.
                 log.debug("kafka %s of %s failed: %s", name, self._owner.topic, describe(exc))
             _resolve(done)
+
+    def _mark_fetched(self, records: list[Any]) -> dict[Key, int]:
+        """Mark the records just fetched, with one synchronous commit for all their partitions,
+        before the loop may deliver them; return how far each partition's mark now reaches
+        (nothing if the commit failed: the loop then asks for marks itself)."""
+        spans: dict[Key, list[int]] = {}
+        for record in records:
+            if record.error() is None:
+                key = (record.topic(), record.partition())
+                span = spans.get(key)
+                if span is None:
+                    spans[key] = [record.offset()] * 2
+                else:
+                    span[1] = record.offset()
+        book = self._book
+        marks = [
+            mark
+            for key, (first, last) in spans.items()
+            if (mark := book.mark_fetched(key, first, last)) is not None
+        ]
+        if marks:
+            try:
+                self._consumer.commit(offsets=marks, asynchronous=False)
+            except KafkaException as exc:
+                log.debug("kafka mark of %s failed: %s", self._owner.topic, describe(exc))
+                return {}
+        return {key: book.reach(key) for key in spans}
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]

@@ -4,10 +4,13 @@ Kafka remembers nothing about a delivery that was never committed, so a consumer
 killed while handling a message would leave no trace, and the message would come back with
 the same attempt forever. Before a record is handed to a handler, its offset must be covered
 by a *mark*: the partition's position committed again (synchronously) with the metadata
-``qk1:d=<X>``, "records up to offset X may have been delivered". Marks reach ahead
-(``MARK_AHEAD`` records, requested before they are needed), so a busy partition pays one
-commit per few hundred messages and rarely waits for one. A graceful hand-over (revoke,
-close) settles or releases everything and clears the mark.
+``qk1:d=<X>``, "records up to offset X may have been delivered". The consumer thread marks
+what it fetches before the event loop sees it (one commit for every partition of a fetch, up
+to ``FETCH_MARK_AHEAD`` records past the committed position), so a consumer that keeps up
+never waits for a mark; behind a backlog, marks are requested as deliveries come near their
+end (``MARK_AHEAD`` records ahead), so a busy partition pays one commit per few hundred
+messages. A graceful hand-over (revoke, close) settles or releases everything and clears the
+mark.
 
 The next owner of the partition reads the committed offset C and the mark. If ``X >= C``,
 the records C..X were delivered and never settled: the previous owner died. They are handled
@@ -28,6 +31,7 @@ from confluent_kafka import TopicPartition
 
 Key = tuple[str, int]
 PREFIX = "qk1"
+FETCH_MARK_AHEAD = 2048  # records past the committed position a mark made at fetch may reach
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,7 @@ class MarkBook:
 
     def __init__(self) -> None:
         self._assigned: set[Key] = set()
+        self._clean: set[Key] = set()  # assigned without crash suspects
         self._positions: dict[Key, int] = {}
         self._marks: dict[Key, Mark] = {}
 
@@ -80,6 +85,7 @@ class MarkBook:
         for tp in committed:
             key = (tp.topic, tp.partition)
             self._assigned.add(key)
+            self._clean.add(key)
             mark = Mark.parse(tp.metadata)
             if tp.offset < 0:
                 continue
@@ -87,6 +93,7 @@ class MarkBook:
             if mark is not None and mark.delivered >= tp.offset:
                 self._marks[key] = mark
                 suspects[key] = mark
+                self._clean.discard(key)
         return suspects
 
     def hand_back(self, keys: list[Key], offsets: list[Any], *, clear: bool) -> list[Any]:
@@ -105,6 +112,7 @@ class MarkBook:
     def forget(self, keys: list[Key]) -> None:
         for key in keys:
             self._assigned.discard(key)
+            self._clean.discard(key)
             self._positions.pop(key, None)
             self._marks.pop(key, None)
 
@@ -122,6 +130,26 @@ class MarkBook:
             mark = Mark(max(delivered, old.delivered), old.probe_offset, old.probe_count)
         self._marks[key] = mark
         return TopicPartition(key[0], key[1], position, metadata=mark.encode())
+
+    def mark_fetched(self, key: Key, first: int, last: int) -> Any:
+        """The commit marking records ``first``..``last`` just fetched from ``key``, as far as
+        ``FETCH_MARK_AHEAD`` records past the committed position; None if they are covered
+        already, beyond that reach, or the partition is not assigned or still holds records
+        of a crashed owner (those are marked one at a time, as they are probed)."""
+        if key not in self._clean:
+            return None
+        position = self._positions.get(key, first)
+        target = min(last, position + FETCH_MARK_AHEAD)
+        old = self._marks.get(key)
+        if target < first or (old is not None and old.delivered >= target):
+            return None
+        return self.mark(key, target, position)
+
+    def reach(self, key: Key) -> int:
+        """The last offset of ``key`` its fetch-time marks cover (-1 if none does, or the
+        partition is not marked at fetch)."""
+        mark = self._marks.get(key)
+        return -1 if mark is None or key not in self._clean else mark.delivered
 
     def probe(self, key: Key, offset: int, count: int) -> Any:
         """The commit recording that ``offset`` is delivered for the ``count``-th time (None

@@ -15,7 +15,8 @@ in flight, several from one partition); each partition commits its contiguous ha
   topic with ``attempt + 1``), and the handled prefix is committed before the partition
   moves. Lost partitions (session expired) are dropped without committing.
 * Crash safety: before a record is delivered its offset is covered by a mark in the
-  committed offset's metadata (:mod:`.marks`), requested ``MARK_AHEAD`` records ahead.
+  committed offset's metadata (:mod:`.marks`): made by the consumer thread as it fetches,
+  or, behind a backlog, requested ``MARK_AHEAD`` records ahead.
 """
 
 from __future__ import annotations
@@ -139,10 +140,15 @@ class KafkaSubscription(Subscription):
         ]
         return offsets, all_settled
 
-    def on_records(self, records: list[Any]) -> None:
+    def on_records(self, records: list[Any], marked: dict[Key, int]) -> None:
         if self._closed:
             return
         parts = self._parts
+        for key, reach in marked.items():
+            marked_part = parts.get(key)
+            if marked_part is not None and reach > marked_part.marked:
+                marked_part.marked = reach
+                marked_part.marking = max(marked_part.marking, reach)
         topic = self.topic
         now = time.time()
         pause: list[Partition] = []
