@@ -7,11 +7,8 @@ Tables:
   can never touch a newer message.
 * ``queues``: one row per (topic, consumer group), numbered by ``queue_id`` (a topic's
   default group is created by its first publish). Deliveries carry the small integer, not
-  the two names: their b-tree entries stay short and compare fast. Triggers keep the
-  tables consistent within each statement: publishing is one INSERT, settling a batch of
-  acks one DELETE.
-* ``deliveries``: one row per (message, group) not yet settled by that group (a trigger
-  deletes a message with its last delivery). Its primary
+  the two names: their b-tree entries stay short and compare fast.
+* ``deliveries``: one row per (message, group) not yet settled by that group. Its primary
   key *is* the claim order (highest priority first, then publish order), so a claim walks
   the table itself and updating a lease rewrites one row in place, with no claim-order
   index to maintain. ``visible_at`` is when the row can next be claimed: the ready time
@@ -60,32 +57,6 @@ CREATE TABLE IF NOT EXISTS deliveries (
 ) WITHOUT ROWID;
 -- "Is anything due, and when is the next one?" in O(log n), and a claim's rows.
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (queue_id, visible_at);
--- A topic's first message creates the topic's default group; every message is fanned out
--- to each group of its topic as it is inserted, in the inserting statement.
-CREATE TRIGGER IF NOT EXISTS topics_start_with_a_default_group
-BEFORE INSERT ON messages
-WHEN NOT EXISTS (SELECT 1 FROM queues WHERE topic = NEW.topic)
-BEGIN
-    INSERT INTO queues (topic, grp, created_at) VALUES (NEW.topic, 'default', NEW.created_at);
-END;
-CREATE TRIGGER IF NOT EXISTS messages_fan_out_to_their_groups
-AFTER INSERT ON messages
-BEGIN
-    INSERT INTO deliveries (queue_id, priority, seq, visible_at, attempts)
-    SELECT queue_id, NEW.priority, NEW.seq, coalesce(NEW.not_before, 0), 0
-    FROM queues WHERE topic = NEW.topic;
-END;
--- A message leaves with its last delivery, in the statement that deletes that delivery:
--- settling needs no second statement, and no path can leave an orphan message behind.
-CREATE TRIGGER IF NOT EXISTS messages_leave_with_their_last_delivery
-AFTER DELETE ON deliveries
-BEGIN
-    DELETE FROM messages WHERE seq = OLD.seq AND NOT EXISTS (
-        SELECT 1 FROM deliveries AS d
-        WHERE d.queue_id IN (SELECT q.queue_id FROM queues AS q WHERE q.topic = messages.topic)
-        AND d.priority = OLD.priority AND d.seq = OLD.seq
-    );
-END;
 
 CREATE TABLE IF NOT EXISTS consumers (
     owner TEXT PRIMARY KEY,

@@ -76,23 +76,6 @@ def _insert_messages_sql(rows: int) -> str:
     )
 
 
-def _message_rows(messages: Sequence[Message]) -> list[Any]:
-    """The parameters of :func:`_insert_messages_sql` for ``messages``, flat."""
-    values: list[Any] = []
-    for m in messages:
-        values += (
-            m.id,
-            m.topic,
-            m.payload,
-            _encode_headers(m),
-            m.key,
-            m.priority,
-            m.not_before,
-            m.created_at,
-        )
-    return values
-
-
 def _encode_headers(message: Message) -> bytes | None:
     return orjson.dumps(dict(message.headers)) if message.headers else None
 
@@ -113,7 +96,7 @@ def _by_queue_and_priority(settlements: Sequence[Settlement]) -> list[tuple[int,
 
 
 def _statements(script: str) -> Iterator[str]:
-    """The SQL statements of ``script`` (a trigger's body holds semicolons of its own)."""
+    """The SQL statements of ``script`` (semicolons in comments and strings do not split)."""
     statement = ""
     for line in script.splitlines(keepends=True):
         statement += line
@@ -296,24 +279,40 @@ class SqliteStore:
     def insert_messages(self, messages: Sequence[Message], now: float) -> set[str]:
         """Store messages and fan out one delivery per group of their topic, atomically.
 
-        A topic without any group gets the default group first (both by trigger). Returns
-        the topics.
+        A topic without any group gets the default group first. Returns the topics.
         """
-        statements = [
-            (_insert_messages_sql(len(chunk)), _message_rows(chunk))
-            for chunk in (
-                messages[first : first + _ROWS_PER_INSERT]
-                for first in range(0, len(messages), _ROWS_PER_INSERT)
+        topics = {message.topic for message in messages}
+        with self._write(durable=True) as db:
+            db.executemany(
+                "INSERT INTO queues (topic, grp, created_at) SELECT ?1, ?2, ?3"
+                " WHERE NOT EXISTS (SELECT 1 FROM queues WHERE topic = ?1)",
+                [(topic, DEFAULT_GROUP, now) for topic in topics],
             )
-        ]
-        if len(statements) == 1:  # a lone statement is its own (durable) transaction
-            self._durable.execute(*statements[0])
-            self.write_transactions += 1
-        else:
-            with self._write(durable=True) as db:
-                for statement in statements:
-                    db.execute(*statement)
-        return {message.topic for message in messages}
+            last_seq = db.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
+            for first in range(0, len(messages), _ROWS_PER_INSERT):
+                chunk = messages[first : first + _ROWS_PER_INSERT]
+                values: list[Any] = []
+                for m in chunk:
+                    values += (
+                        m.id,
+                        m.topic,
+                        m.payload,
+                        _encode_headers(m),
+                        m.key,
+                        m.priority,
+                        m.not_before,
+                        m.created_at,
+                    )
+                db.execute(_insert_messages_sql(len(chunk)), values)
+            # The write lock is ours: every seq above last_seq is a row of this batch.
+            db.execute(
+                "INSERT INTO deliveries (queue_id, priority, seq, visible_at, attempts)"
+                " SELECT q.queue_id, m.priority, m.seq, coalesce(m.not_before, 0), 0"
+                " FROM messages AS m JOIN queues AS q ON q.topic = m.topic"
+                " WHERE m.seq > ?",
+                (last_seq,),
+            )
+        return topics
 
     # -- consuming ------------------------------------------------------------------------
 
@@ -441,18 +440,12 @@ class SqliteStore:
             db.execute("DELETE FROM consumers WHERE owner = ?", (owner,))
 
     def settle(self, settlements: Sequence[Settlement]) -> None:
-        """Apply acks, nacks and dead-letterings; a batch of acks alone is one statement.
+        """Apply acks, nacks and dead-letterings in one transaction.
 
-        A message row is deleted with its last delivery (by trigger).
+        A message row is deleted with its last delivery.
         """
         nacks = [s for s in settlements if s.kind == "nack"]
         dead = [s for s in settlements if s.dead_letter is not None]
-        if not nacks and not dead:
-            keyed = _by_queue_and_priority(settlements)
-            if len(keyed) == 1:  # the common case: a lone statement is its own transaction
-                self._db.execute(_DELETE_DELIVERIES, keyed[0])
-                self.write_transactions += 1
-                return
         with self._write() as db:
             if dead:
                 db.executemany(
@@ -469,8 +462,20 @@ class SqliteStore:
                     [(s.available_at, s.queue_id, s.priority, s.seq, s.owner) for s in nacks],
                 )
             removed = [s for s in settlements if s.kind != "nack"]
-            for parameters in _by_queue_and_priority(removed):
-                db.execute(_DELETE_DELIVERIES, parameters)
+            if removed:
+                for parameters in _by_queue_and_priority(removed):
+                    db.execute(_DELETE_DELIVERIES, parameters)
+                self._delete_settled_messages([s.seq for s in removed])
+
+    def _delete_settled_messages(self, seqs: Sequence[int]) -> None:
+        """Delete the messages among ``seqs`` that no group holds a delivery of any more."""
+        self._db.execute(
+            "DELETE FROM messages WHERE seq IN (SELECT value FROM json_each(?))"
+            " AND NOT EXISTS (SELECT 1 FROM deliveries AS d"
+            " WHERE d.queue_id IN (SELECT queue_id FROM queues WHERE topic = messages.topic)"
+            " AND d.priority = messages.priority AND d.seq = messages.seq)",
+            (_json_array(seqs),),
+        )
 
     @staticmethod
     def _dead_letter_row(settlement: Settlement) -> tuple[Any, ...]:
@@ -519,13 +524,14 @@ class SqliteStore:
     def purge(self, topic: str, now: float) -> int:
         """Delete every delivery of ``topic`` that is not leased; return how many."""
         with self._write() as db:
-            purged: int = db.execute(
+            seqs = db.execute(
                 "DELETE FROM deliveries"
                 " WHERE queue_id IN (SELECT queue_id FROM queues WHERE topic = ?)"
-                " AND (lease_owner IS NULL OR visible_at <= ?)",
+                " AND (lease_owner IS NULL OR visible_at <= ?) RETURNING seq",
                 (topic, now),
-            ).rowcount
-        return purged
+            ).fetchall()
+            self._delete_settled_messages([seq for (seq,) in seqs])
+        return len(seqs)
 
     def dead_letters(self, topic: str, limit: int) -> list[Message]:
         """The oldest ``limit`` dead letters of ``topic`` as ``<topic>.dlq`` messages."""
@@ -590,11 +596,10 @@ class SqliteStore:
                         original.created_at,
                     ),
                 ).lastrowid
-                # The insert fanned it out to every group; it goes back to its own only.
                 db.execute(
-                    "DELETE FROM deliveries WHERE seq = ? AND queue_id IN (SELECT queue_id"
-                    " FROM queues WHERE topic = ? AND grp != ?)",
-                    (seq, topic, group),
+                    "INSERT INTO deliveries (queue_id, priority, seq, visible_at, attempts)"
+                    " SELECT queue_id, ?, ?, 0, 0 FROM queues WHERE topic = ? AND grp = ?",
+                    (original.priority, seq, topic, group),
                 )
                 replayed.append((topic, group))
             db.executemany("DELETE FROM dead_letters WHERE dl_seq = ?", dl_seqs)
