@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import pickle
 import time
 import tracemalloc
 from typing import Any
@@ -285,10 +286,16 @@ def test_restore_sets_every_field_like_the_dataclass_constructor() -> None:
     # When a backend restores a message from them (the fast path)
     restored = Message.restore(**values)
 
-    # Then it equals the one the dataclass constructor builds, and is just as immutable
-    assert restored == Message(**values)
+    # Then it is a Message equal to the one the dataclass constructor builds, just as
+    # immutable, and it pickles
+    built = Message(**values)
+    assert type(restored) is Message
+    assert restored == built
+    assert pickle.loads(pickle.dumps(restored)) == built
     with pytest.raises(AttributeError):
         restored.topic = "other"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        object.__setattr__(restored, "unknown", 1)
 
 
 def test_with_attempt_keeps_every_other_field() -> None:
