@@ -74,7 +74,8 @@ class _Deadlines:
         self._tasks: dict[asyncio.Task[object], _TaskDeadline] = {}
 
     async def __call__(self, ctx: Context) -> None:
-        task = asyncio.current_task()
+        # Given the loop, current_task skips looking it up (it is Python code before 3.12).
+        task = asyncio.current_task(asyncio.get_running_loop())
         assert task is not None  # middleware runs in the worker's tasks
         watch = self._tasks.get(task)
         if watch is None:
