@@ -3,7 +3,9 @@
 Each round publishes N 1 KiB JSON messages (idempotent producer, acks=all, all produced then
 awaited once) and consumes them in a consumer group with a no-op handler, committing after
 handling (raw: one async commit per consumed batch; queuekit: ``async for`` + ``ack``).
-Rounds of the two alternate; the table shows the median msgs/s of each phase and the ratio.
+Rounds of the two alternate; the table shows the median msgs/s of each phase and the ratio,
+and the CPU each side spent per message (process time, every thread, first publish -> last ack:
+on this shared machine the figure that moves least with the load).
 
     scripts/brokers start kafka
     .venv/bin/python benchmarks/bench_kafka.py [--messages 20000] [--rounds 3]
@@ -33,11 +35,12 @@ def fresh_topic(prefix: str) -> str:
     return f"bench-{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-Rates = tuple[float, float, float]
+Rates = tuple[float, float, float, float]
+"""(publish msgs/s, consume msgs/s, total msgs/s, CPU microseconds per message)"""
 
 
 def raw_round(count: int) -> Rates:
-    """(publish, consume, total) msgs/s for the raw client doing it by hand, at its best."""
+    """The raw client doing it by hand, at its best."""
     topic = fresh_topic("raw")
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
     for future in admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS)]).values():
@@ -72,6 +75,7 @@ def raw_round(count: int) -> Rates:
         if error is not None:
             failures.append(error)
 
+    cpu = time.process_time()
     began = started = time.perf_counter()
     for _ in range(count):
         while True:
@@ -102,14 +106,15 @@ def raw_round(count: int) -> Rates:
         if handled:
             consumer.commit(asynchronous=True)
     finished = time.perf_counter()
+    cpu_per_message = (time.process_time() - cpu) / count * 1e6
     consumer.close()
     for future in admin.delete_topics([topic]).values():
         future.result()
-    return publish_rate, count / (finished - started), count / (finished - began)
+    return publish_rate, count / (finished - started), count / (finished - began), cpu_per_message
 
 
 async def queuekit_round(count: int) -> Rates:
-    """(publish, consume, total) msgs/s for queuekit's publish and subscribe/ack loop.
+    """queuekit's publish and subscribe/ack loop.
 
     queuekit's consumer starts decoding records while the publish runs, so its phases
     overlap; the total (first publish to last ack) is the fair comparison.
@@ -121,6 +126,7 @@ async def queuekit_round(count: int) -> Rates:
         first = await anext(sub)
         await first.ack()
         messages = [Message(topic, PAYLOAD) for _ in range(count)]
+        cpu = time.process_time()
         began = started = time.perf_counter()
         await broker.publish(messages)
         publish_rate = count / (time.perf_counter() - started)
@@ -134,9 +140,10 @@ async def queuekit_round(count: int) -> Rates:
             if seen == count:
                 break
         finished = time.perf_counter()
+        cpu_per_message = (time.process_time() - cpu) / count * 1e6
         await sub.close()
         await broker.delete_topic(topic)
-    return publish_rate, count / (finished - started), count / (finished - began)
+    return publish_rate, count / (finished - started), count / (finished - began), cpu_per_message
 
 
 def main() -> None:
@@ -151,7 +158,8 @@ def main() -> None:
         ours.append(asyncio.run(queuekit_round(args.messages)))
         print(
             f"round {round_number}: total msgs/s raw {raw[-1][2]:>9,.0f}  "
-            f"queuekit {ours[-1][2]:>9,.0f}  ratio {ours[-1][2] / raw[-1][2]:.2f}x"
+            f"queuekit {ours[-1][2]:>9,.0f}  ratio {ours[-1][2] / raw[-1][2]:.2f}x  "
+            f"CPU us/msg raw {raw[-1][3]:.1f} queuekit {ours[-1][3]:.1f}"
         )
     print(f"\nKafka, {args.messages:,} x 1 KiB JSON, median of {args.rounds} rounds")
     print(f"{'phase':<10}{'raw msgs/s':>14}{'queuekit msgs/s':>18}{'ratio':>8}")
@@ -159,6 +167,9 @@ def main() -> None:
         raw_rate = statistics.median(r[index] for r in raw)
         our_rate = statistics.median(r[index] for r in ours)
         print(f"{phase:<10}{raw_rate:>14,.0f}{our_rate:>18,.0f}{our_rate / raw_rate:>7.2f}x")
+    raw_cpu = statistics.median(r[3] for r in raw)
+    our_cpu = statistics.median(r[3] for r in ours)
+    print(f"{'CPU us/msg':<10}{raw_cpu:>14.1f}{our_cpu:>18.1f}{our_cpu / raw_cpu:>7.2f}x")
 
 
 if __name__ == "__main__":
