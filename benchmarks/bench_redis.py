@@ -7,8 +7,8 @@ handler, acknowledging after handling.
   of the batch after handling it. This is redis-py at its best, by hand.
 * queuekit: ``publish`` of 1000 messages per call (one round trip per call, like raw), then
   ``async for delivery in subscription`` (``prefetch=1000``) with the handler and
-  ``await delivery.ack()`` (acks group-commit into MULTI/EXEC batches); the clock stops once
-  every ack is applied in Redis.
+  ``await delivery.ack()`` (acks are queued and go with the subscription's next fetch, or
+  with the broker's next settle batch); the clock stops once every ack is applied in Redis.
 
 Rounds of the two alternate; the table shows the median msgs/s of each phase and the ratio.
 
