@@ -156,20 +156,41 @@ async def test_messages_survive_a_restart_on_the_same_file(path: Path) -> None:
 async def test_a_message_leaves_the_file_once_every_group_settled_it(
     broker: SqliteBroker, path: Path
 ) -> None:
-    # Given a message held by two groups
+    # Given a message held by two groups (one copy each)
     subs = [await broker.subscribe("retained", group) for group in ("billing", "audit")]
     await broker.publish([Message.build("retained", 1)])
+    assert table_count(path, "deliveries") == 2
 
     # When the first group acks it, Then the file still holds it for the second
     await (await asyncio.wait_for(anext(subs[0]), WAIT)).ack()
     await lag_becomes(broker, "retained", 0, group="billing")
-    assert table_count(path, "messages") == 1
+    assert table_count(path, "deliveries") == 1
 
     # When the second group dead-letters it, Then only the dead letter remains
     await (await asyncio.wait_for(anext(subs[1]), WAIT)).dead_letter("bad")
-    assert table_count(path, "messages") == 0
     assert table_count(path, "deliveries") == 0
     assert table_count(path, "dead_letters") == 1
+
+
+async def test_a_new_group_gets_one_copy_of_each_retained_message_in_order(
+    broker: SqliteBroker,
+) -> None:
+    # Given three messages held by two groups, one of which already took the first
+    billing = await broker.subscribe("shared", "billing")
+    await broker.subscribe("shared", "audit")
+    sent = [Message.build("shared", n) for n in range(3)]
+    await broker.publish(sent)
+    await (await asyncio.wait_for(anext(billing), WAIT)).ack()
+    await lag_becomes(broker, "shared", 2, group="billing")
+
+    # When a third group subscribes
+    reports = await broker.subscribe("shared", "reports")
+    async with asyncio.timeout(WAIT):
+        received = [await anext(reports) for _ in range(3)]
+
+    # Then it gets every message still retained by some group, once each, in publish order
+    assert [d.message.id for d in received] == [m.id for m in sent]
+    assert (await broker.topic_stats("shared")).groups[2].lag == 3
 
 
 async def test_acks_queued_just_before_close_are_written_by_close(path: Path) -> None:
@@ -522,6 +543,10 @@ async def test_a_version_1_file_is_migrated_without_losing_anything(path: Path) 
         async with asyncio.timeout(WAIT):
             first, second = await anext(default), await anext(default)
             other = await anext(audit)
+        # (a new group inherits each retained message once, m2 being held by two groups)
+        reports = await broker.subscribe("orders", "reports", prefetch=5)
+        async with asyncio.timeout(WAIT):
+            inherited = [(await anext(reports)).message.id for _ in range(2)]
         stats = await broker.topic_stats("orders")
         letters = await broker.dead_letters("orders")
 
@@ -531,11 +556,16 @@ async def test_a_version_1_file_is_migrated_without_losing_anything(path: Path) 
         ("m1", 1),
     ]
     assert (other.message.id, other.attempt, other.message.priority) == ("m2", 1, 3)
-    assert [group.group for group in stats.groups] == ["audit", "default"]
+    assert sorted(inherited) == ["m1", "m2"]
+    assert [(group.group, group.lag) for group in stats.groups] == [
+        ("audit", 1),
+        ("default", 2),
+        ("reports", 2),
+    ]
     assert [(letter.message.id, letter.reason) for letter in letters] == [("m0", "bad")]
     # And the file is at the current layout
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
     assert {"queues", "deliveries", "deliveries_due"} <= tables
-    assert not {"groups", "deliveries_v1", "deliveries_claim_order"} & tables
+    assert not {"groups", "messages", "deliveries_v1"} & tables

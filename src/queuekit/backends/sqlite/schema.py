@@ -2,23 +2,24 @@
 
 Tables:
 
-* ``messages``: one row per published message, kept while a delivery references it.
-  ``seq`` is AUTOINCREMENT so it is never reused: a stale consumer settling an old ``seq``
-  can never touch a newer message.
 * ``queues``: one row per (topic, consumer group), numbered by ``queue_id`` (a topic's
   default group is created by its first publish). Deliveries carry the small integer, not
-  the two names: their b-tree entries stay short and compare fast.
-* ``deliveries``: one row per (message, group) not yet settled by that group. Its primary
-  key *is* the claim order (highest priority first, then publish order), so a claim walks
-  the table itself and updating a lease rewrites one row in place, with no claim-order
-  index to maintain. ``visible_at`` is when the row can next be claimed: the ready time
-  (``not_before`` or a retry delay) while unleased, the lease expiry while leased; the
-  ``deliveries_due`` index answers "when is the next one due" and finds a claim's rows.
+  the two names: their index entries stay short and compare fast.
+* ``deliveries``: one row per (message, group) not yet settled by that group, holding the
+  message itself. A message published to a topic of three groups is stored three times,
+  as RabbitMQ stores it once per queue: consuming then reads, leases and deletes one row,
+  with no join and no "was that the last group?" check. ``seq`` is AUTOINCREMENT so it is
+  never reused: a stale consumer settling an old ``seq`` can never touch a newer delivery.
+  A message's copies share its publish position: ``message_seq`` is the seq of its first
+  copy (NULL on that copy itself), which orders what a new group inherits.
+  ``visible_at`` is when the row can next be claimed: the ready time (``not_before`` or a
+  retry delay) while unleased, the lease expiry while leased. One column makes both
+  "claimable now" and "when is the next one due" single index range checks.
 * ``consumers``: open subscriptions and until when they were last seen (for stats).
 * ``dead_letters``: dead-lettered messages with their ``x-dlq-*`` headers.
 
-Version 1 stored ``topic`` and ``grp`` in every delivery and kept a second, claim-order
-index; :data:`MIGRATIONS` moves such a file to the current layout in one transaction.
+Version 1 kept messages in a table of their own and one delivery row per group pointing at
+them; :data:`MIGRATIONS` moves such a file to the current layout in one transaction.
 """
 
 from __future__ import annotations
@@ -26,18 +27,6 @@ from __future__ import annotations
 SCHEMA_VERSION = 2
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    headers BLOB,
-    key TEXT,
-    priority INTEGER NOT NULL,
-    not_before REAL,
-    created_at REAL NOT NULL
-);
-
 CREATE TABLE IF NOT EXISTS queues (
     queue_id INTEGER PRIMARY KEY,
     topic TEXT NOT NULL,
@@ -47,14 +36,24 @@ CREATE TABLE IF NOT EXISTS queues (
 );
 
 CREATE TABLE IF NOT EXISTS deliveries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
     queue_id INTEGER NOT NULL,
     priority INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
     visible_at REAL NOT NULL,
     attempts INTEGER NOT NULL,
     lease_owner TEXT,
-    PRIMARY KEY (queue_id, priority DESC, seq)
-) WITHOUT ROWID;
+    id TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    headers BLOB,
+    key TEXT,
+    not_before REAL,
+    created_at REAL NOT NULL,
+    message_seq INTEGER
+);
+-- Claim order: highest priority first, then publish order. visible_at is covered, so a
+-- claim reads the table only for the rows it takes.
+CREATE INDEX IF NOT EXISTS deliveries_claim_order
+    ON deliveries (queue_id, priority DESC, seq, visible_at);
 -- "Is anything due, and when is the next one?" in O(log n), and a claim's rows.
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (queue_id, visible_at);
 
@@ -78,8 +77,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 CREATE INDEX IF NOT EXISTS dead_letters_by_topic ON dead_letters (topic, dl_seq);
 """
 
-# From version 1 (``groups`` + ``deliveries`` keyed by names): statements run in order, in
-# the migrating transaction, before SCHEMA creates whatever is still missing.
+# From version 1 (``messages`` + ``groups`` + ``deliveries`` keyed by names): statements run
+# in order, in the migrating transaction, before SCHEMA creates whatever is still missing.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
         "DROP INDEX IF EXISTS messages_by_topic",
@@ -90,14 +89,25 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "INSERT INTO queues (topic, grp, created_at)"
         " SELECT topic, grp, created_at FROM groups ORDER BY topic, grp",
         "ALTER TABLE deliveries RENAME TO deliveries_v1",
-        "CREATE TABLE deliveries (queue_id INTEGER NOT NULL, priority INTEGER NOT NULL,"
-        " seq INTEGER NOT NULL, visible_at REAL NOT NULL, attempts INTEGER NOT NULL,"
-        " lease_owner TEXT, PRIMARY KEY (queue_id, priority DESC, seq)) WITHOUT ROWID",
-        "INSERT INTO deliveries (queue_id, priority, seq, visible_at, attempts, lease_owner)"
-        " SELECT q.queue_id, d.priority, d.seq, d.visible_at, d.attempts, d.lease_owner"
-        " FROM deliveries_v1 AS d JOIN queues AS q ON q.topic = d.topic AND q.grp = d.grp",
+        "CREATE TABLE deliveries (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " queue_id INTEGER NOT NULL, priority INTEGER NOT NULL, visible_at REAL NOT NULL,"
+        " attempts INTEGER NOT NULL, lease_owner TEXT, id TEXT NOT NULL, payload BLOB NOT NULL,"
+        " headers BLOB, key TEXT, not_before REAL, created_at REAL NOT NULL,"
+        " message_seq INTEGER)",
+        "INSERT INTO deliveries (queue_id, priority, visible_at, attempts, lease_owner, id,"
+        " payload, headers, key, not_before, created_at)"
+        " SELECT q.queue_id, m.priority, d.visible_at, d.attempts, d.lease_owner, m.id,"
+        " m.payload, m.headers, m.key, m.not_before, m.created_at"
+        " FROM deliveries_v1 AS d JOIN messages AS m ON m.seq = d.seq"
+        " JOIN queues AS q ON q.topic = d.topic AND q.grp = d.grp ORDER BY d.seq, q.queue_id",
+        # Copies of one v1 message were inserted one after another: link each to its first.
+        "UPDATE deliveries SET message_seq = (SELECT min(f.seq) FROM deliveries AS f"
+        " WHERE f.id = deliveries.id AND f.created_at = deliveries.created_at)"
+        " WHERE seq > (SELECT min(f.seq) FROM deliveries AS f"
+        " WHERE f.id = deliveries.id AND f.created_at = deliveries.created_at)",
         "DROP TABLE deliveries_v1",
         "DROP TABLE groups",
+        "DROP TABLE messages",
     ),
 }
 

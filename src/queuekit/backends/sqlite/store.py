@@ -1,17 +1,23 @@
-"""Every SQL statement of the SQLite backend, run synchronously on one connection.
+"""Every SQL statement of the SQLite backend, run synchronously by one thread.
 
 Only the broker's database thread calls a :class:`SqliteStore` (a sqlite3 connection is not
-shared between threads). Writes run in ``BEGIN IMMEDIATE`` transactions, so that several
-processes on one file queue on SQLite's write lock (``busy_timeout``) instead of failing
-when a read transaction tries to upgrade. Times are wall-clock unix seconds, shared by every
-process using the file.
+shared between threads). Multi-statement writes run in ``BEGIN IMMEDIATE`` transactions, so
+that several processes on one file queue on SQLite's write lock (``busy_timeout``) instead of
+failing when a read transaction tries to upgrade; a lone write statement is a transaction of
+its own that takes the lock up front in the same way. Times are wall-clock unix seconds,
+shared by every process using the file.
+
+Every statement is at least one ``sqlite3_step``, on which the database thread gives the
+GIL away; taking it back from a busy event loop can wait up to the interpreter's switch
+interval. So each batch is a handful of statements, never one per row: multi-row INSERTs,
+``json_each`` lists of seqs, and a claim's rows read back in one aggregated row.
 """
 
 from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -30,8 +36,7 @@ from queuekit.broker import GroupStats, TopicStats
 from queuekit.errors import BrokerUnavailable
 from queuekit.message import DEFAULT_GROUP, DLQ_GROUP, Message, dlq_topic, parse_dead_letter
 
-_MESSAGE_COLUMNS = "seq, id, topic, payload, headers, key, priority, not_before, created_at"
-# Same shape as _MESSAGE_COLUMNS, so one row decoder serves both tables.
+# Same shape for both tables, so one row decoder serves both.
 _DEAD_LETTER_COLUMNS = "dl_seq, id, topic, payload, headers, key, priority, NULL, created_at"
 
 
@@ -46,53 +51,68 @@ class Settlement(NamedTuple):
             ``dead_letter`` stores ``dead_letter`` (the message with ``x-dlq-*`` headers)
             and deletes the delivery.
         queue_id: the delivery's queue (its topic and group).
-        priority: the message's priority (part of the delivery's key).
-        seq: the message's sequence number.
+        seq: the delivery's sequence number.
         owner: the subscription that holds the lease (a nack by a consumer that lost its
             lease is ignored: another consumer owns that delivery now).
     """
 
     kind: Literal["ack", "nack", "dead_letter"]
     queue_id: int
-    priority: int
     seq: int
     owner: str
     available_at: float = 0.0
     dead_letter: Message | None = None
 
 
-# Rows per multi-row INSERT: one statement is one sqlite3_step, so the database thread gives
-# the GIL away (and waits to take it back from a busy event loop) once per chunk instead of
-# once per row as executemany does. 8 parameters a row: SQLite allows 32766 per statement
-# since 3.32, 999 before.
-_ROWS_PER_INSERT = 500 if sqlite3.sqlite_version_info >= (3, 32, 0) else 120
+_DELIVERY_COLUMNS = (
+    "queue_id, priority, visible_at, attempts, id, payload, headers, key, not_before, created_at,"
+    " message_seq"
+)
+# Rows per multi-row INSERT (one step for all of them, see the module docstring): SQLite
+# allows 32766 parameters per statement since 3.32, 999 before; a row has 10.
+_ROWS_PER_INSERT = 500 if sqlite3.sqlite_version_info >= (3, 32, 0) else 90
 
 
 @functools.lru_cache(maxsize=16)
-def _insert_messages_sql(rows: int) -> str:
-    return (
-        "INSERT INTO messages (id, topic, payload, headers, key, priority, not_before, created_at)"
-        " VALUES " + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+def _insert_deliveries_sql(rows: int) -> str:
+    return f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES " + ",".join(
+        ["(?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)"] * rows
     )
+
+
+def _delivery_rows(queue_id: int, messages: Sequence[Message], first_copy: int | None) -> list[Any]:
+    """The parameters of :func:`_insert_deliveries_sql` for ``messages`` in one queue, flat.
+
+    ``first_copy`` is the seq of the first message's first copy, the others following it
+    (None when these rows are the first copies).
+    """
+    values: list[Any] = []
+    for n, m in enumerate(messages):
+        values += (
+            queue_id,
+            m.priority,
+            m.not_before or 0.0,
+            m.id,
+            m.payload,
+            _encode_headers(m),
+            m.key,
+            m.not_before,
+            m.created_at,
+            None if first_copy is None else first_copy + n,
+        )
+    return values
+
+
+_DELETE_DELIVERIES = "DELETE FROM deliveries WHERE seq IN (SELECT value FROM json_each(?))"
 
 
 def _encode_headers(message: Message) -> bytes | None:
     return orjson.dumps(dict(message.headers)) if message.headers else None
 
 
-# One statement per (queue, priority) rather than one step per row (see _ROWS_PER_INSERT).
-_DELETE_DELIVERIES = (
-    "DELETE FROM deliveries WHERE queue_id = ? AND priority = ?"
-    " AND seq IN (SELECT value FROM json_each(?))"
-)
-
-
-def _by_queue_and_priority(settlements: Sequence[Settlement]) -> list[tuple[int, int, str]]:
-    """(queue_id, priority, JSON array of seqs) of ``settlements``, one per key."""
-    keyed: dict[tuple[int, int], list[int]] = {}
-    for s in settlements:
-        keyed.setdefault((s.queue_id, s.priority), []).append(s.seq)
-    return [(queue, priority, _json_array(seqs)) for (queue, priority), seqs in keyed.items()]
+def _json_array(values: Iterable[Any]) -> str:
+    """``values`` as JSON text for ``json_each`` (text: newer SQLite reads a BLOB as JSONB)."""
+    return orjson.dumps(list(values)).decode()
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -105,19 +125,6 @@ def _statements(script: str) -> Iterator[str]:
             statement = ""
 
 
-def _by_priority(held: Mapping[int, int]) -> list[tuple[int, str]]:
-    """``held`` (seq -> priority) as (priority, JSON array of seqs) pairs."""
-    seqs: dict[int, list[int]] = {}
-    for seq, priority in held.items():
-        seqs.setdefault(priority, []).append(seq)
-    return [(priority, _json_array(group)) for priority, group in seqs.items()]
-
-
-def _json_array(values: Sequence[Any]) -> str:
-    """``values`` as JSON text for ``json_each`` (text: newer SQLite reads a BLOB as JSONB)."""
-    return orjson.dumps(values).decode()
-
-
 # The rows a claim just leased, read in ONE step: their metadata as a JSON array (one
 # [seq, id, payload length, headers, key, priority, not_before, created_at, attempts] per
 # message) and their payloads concatenated in the same order. Row by row, each step would
@@ -125,13 +132,13 @@ def _json_array(values: Sequence[Any]) -> str:
 # it back: measured, that convoy made a claim of 256 rows 3-15 times slower while the loop
 # was busy. Reals travel as 17-digit text, which JSON's 15-digit reals would round.
 _CLAIMED_BATCH = (
-    "SELECT json_group_array(json_array(m.seq, m.id, length(m.payload),"
-    " json(CAST(m.headers AS TEXT)), m.key, m.priority,"
-    " iif(m.not_before IS NULL, NULL, printf('%!.17g', m.not_before)),"
-    " printf('%!.17g', m.created_at), d.attempts)),"
-    " CAST(group_concat(m.payload, '') AS BLOB)"
-    " FROM deliveries AS d INDEXED BY deliveries_due JOIN messages AS m ON m.seq = d.seq"
-    " WHERE d.queue_id = ? AND d.visible_at = ? AND d.lease_owner = ?"
+    "SELECT json_group_array(json_array(seq, id, length(payload),"
+    " json(CAST(headers AS TEXT)), key, priority,"
+    " iif(not_before IS NULL, NULL, printf('%!.17g', not_before)),"
+    " printf('%!.17g', created_at), attempts)),"
+    " CAST(group_concat(payload, '') AS BLOB)"
+    " FROM deliveries INDEXED BY deliveries_due"
+    " WHERE queue_id = ? AND visible_at = ? AND lease_owner = ?"
 )
 
 
@@ -170,7 +177,7 @@ def _claimed_messages(topic: str, metadata: str, payloads: bytes) -> list[tuple[
 
 
 def _message_from_row(row: Sequence[Any], attempt: int = 1) -> Message:
-    """The message of a row starting with the :data:`_MESSAGE_COLUMNS` (more may follow)."""
+    """The message of a row in the :data:`_DEAD_LETTER_COLUMNS` layout."""
     headers = row[4]
     return Message.restore(
         row[2],
@@ -192,8 +199,7 @@ class SqliteStore:
     everything else on one with synchronous=NORMAL: losing the last claims or settlements
     to a power cut means redeliveries, which at-least-once allows (and a later durable
     commit syncs the whole WAL, hardening every relaxed commit before it). Two connections
-    instead of switching one's ``synchronous`` back and forth: every statement is a step
-    on which the database thread gives the GIL away, see :data:`_CLAIMED_BATCH`.
+    instead of switching one's ``synchronous`` back and forth, which costs statements.
 
     ``write_transactions`` counts committed write transactions (group commit shows in it).
     """
@@ -258,11 +264,7 @@ class SqliteStore:
 
     @contextmanager
     def _write(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
-        """A write transaction; ``durable`` ones are fsynced before COMMIT returns.
-
-        A lone write statement needs no such block: SQLite runs it as a transaction of its
-        own that takes the write lock up front, as ``BEGIN IMMEDIATE`` does.
-        """
+        """A write transaction; ``durable`` ones are fsynced before COMMIT returns."""
         db = self._durable if durable else self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -277,42 +279,39 @@ class SqliteStore:
     # -- publishing -----------------------------------------------------------------------
 
     def insert_messages(self, messages: Sequence[Message], now: float) -> set[str]:
-        """Store messages and fan out one delivery per group of their topic, atomically.
+        """Store each message once per group of its topic, atomically.
 
         A topic without any group gets the default group first. Returns the topics.
         """
-        topics = {message.topic for message in messages}
+        by_topic: dict[str, list[Message]] = {}
+        for message in messages:
+            by_topic.setdefault(message.topic, []).append(message)
         with self._write(durable=True) as db:
             db.executemany(
                 "INSERT INTO queues (topic, grp, created_at) SELECT ?1, ?2, ?3"
                 " WHERE NOT EXISTS (SELECT 1 FROM queues WHERE topic = ?1)",
-                [(topic, DEFAULT_GROUP, now) for topic in topics],
+                [(topic, DEFAULT_GROUP, now) for topic in by_topic],
             )
-            last_seq = db.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
-            for first in range(0, len(messages), _ROWS_PER_INSERT):
-                chunk = messages[first : first + _ROWS_PER_INSERT]
-                values: list[Any] = []
-                for m in chunk:
-                    values += (
-                        m.id,
-                        m.topic,
-                        m.payload,
-                        _encode_headers(m),
-                        m.key,
-                        m.priority,
-                        m.not_before,
-                        m.created_at,
+            queues = db.execute(
+                "SELECT topic, queue_id FROM queues"
+                " WHERE topic IN (SELECT value FROM json_each(?)) ORDER BY queue_id",
+                (_json_array(by_topic),),
+            ).fetchall()
+            first_copies: dict[tuple[str, int], int] = {}  # (topic, chunk start) -> seq
+            for topic, queue_id in queues:
+                batch = by_topic[topic]
+                for start in range(0, len(batch), _ROWS_PER_INSERT):
+                    chunk = batch[start : start + _ROWS_PER_INSERT]
+                    first_copy = first_copies.get((topic, start))
+                    cursor = db.execute(
+                        _insert_deliveries_sql(len(chunk)),
+                        _delivery_rows(queue_id, chunk, first_copy),
                     )
-                db.execute(_insert_messages_sql(len(chunk)), values)
-            # The write lock is ours: every seq above last_seq is a row of this batch.
-            db.execute(
-                "INSERT INTO deliveries (queue_id, priority, seq, visible_at, attempts)"
-                " SELECT q.queue_id, m.priority, m.seq, coalesce(m.not_before, 0), 0"
-                " FROM messages AS m JOIN queues AS q ON q.topic = m.topic"
-                " WHERE m.seq > ?",
-                (last_seq,),
-            )
-        return topics
+                    if first_copy is None:
+                        # One statement under our write lock: its rows got consecutive seqs.
+                        assert cursor.lastrowid is not None
+                        first_copies[topic, start] = cursor.lastrowid - len(chunk) + 1
+        return set(by_topic)
 
     # -- consuming ------------------------------------------------------------------------
 
@@ -330,7 +329,11 @@ class SqliteStore:
         return queue_id
 
     def _create_queue(self, topic: str, group: str, now: float) -> int:
-        """The queue id of (topic, group), creating it with the topic's retained messages."""
+        """The queue id of (topic, group), creating it with the topic's retained messages.
+
+        A message is retained while any group of the topic has not settled it; the new
+        group gets one copy of each, in publish order (see ``message_seq``).
+        """
         created = self._db.execute(
             "INSERT OR IGNORE INTO queues (topic, grp, created_at) VALUES (?, ?, ?)",
             (topic, group, now),
@@ -340,9 +343,14 @@ class SqliteStore:
         ).fetchone()[0]
         if created:
             self._db.execute(
-                "INSERT INTO deliveries (queue_id, priority, seq, visible_at, attempts)"
-                " SELECT ?, priority, seq, coalesce(not_before, 0), 0"
-                " FROM messages WHERE topic = ?",
+                f"INSERT INTO deliveries ({_DELIVERY_COLUMNS})"
+                " SELECT ?1, priority, coalesce(not_before, 0), 0, id, payload, headers, key,"
+                " not_before, created_at, coalesce(message_seq, seq) FROM deliveries"
+                " WHERE seq IN ("
+                "   SELECT min(seq) FROM deliveries WHERE queue_id IN ("
+                "     SELECT queue_id FROM queues WHERE topic = ?2 AND queue_id != ?1)"
+                "   GROUP BY coalesce(message_seq, seq))"
+                " ORDER BY coalesce(message_seq, seq)",
                 (queue_id, topic),
             )
         return queue_id
@@ -377,7 +385,7 @@ class SqliteStore:
     ) -> list[tuple[int, Message]]:
         """Lease up to ``limit`` claimable deliveries to ``owner``, by priority then seq.
 
-        The attempt count is incremented here, in the same transaction, so a consumer that
+        The attempt count is incremented here, in the same statement, so a consumer that
         crashes while handling a message still used up an attempt. ``lease_until`` must
         differ from the lease of every delivery ``owner`` already holds (a subscription's
         leases only grow): it is how this claim's rows are found again. ``topic`` is the
@@ -386,8 +394,8 @@ class SqliteStore:
         # Two statements, each its own transaction: nobody else touches rows leased to us.
         leased = self._db.execute(
             "UPDATE deliveries SET lease_owner = ?1, visible_at = ?2, attempts = attempts + 1"
-            " WHERE queue_id = ?3 AND (priority, seq) IN ("
-            "   SELECT priority, seq FROM deliveries NOT INDEXED"
+            " WHERE seq IN ("
+            "   SELECT seq FROM deliveries INDEXED BY deliveries_claim_order"
             "   WHERE queue_id = ?3 AND visible_at <= ?4"
             "   ORDER BY priority DESC, seq LIMIT ?5)",
             (owner, lease_until, queue_id, now, limit),
@@ -400,82 +408,62 @@ class SqliteStore:
 
     def extend_leases(
         self,
-        queue_id: int,
         topic: str,
         group: str,
         *,
         owner: str,
-        held: Mapping[int, int],
+        seqs: Iterable[int],
         lease_until: float,
         now: float,
     ) -> None:
-        """Push the leases ``owner`` holds on ``held`` (seq -> priority) to ``lease_until``.
-
-        Also marks ``owner`` alive as a consumer of (topic, group).
-        """
+        """Push the leases ``owner`` holds on ``seqs`` to ``lease_until``; mark it alive."""
         with self._write() as db:
-            for priority, seqs in _by_priority(held):
-                db.execute(
-                    "UPDATE deliveries SET visible_at = ?1"
-                    " WHERE queue_id = ?2 AND priority = ?3 AND seq IN (SELECT value FROM"
-                    " json_each(?4)) AND lease_owner = ?5",
-                    (lease_until, queue_id, priority, seqs, owner),
-                )
+            db.execute(
+                "UPDATE deliveries SET visible_at = ?"
+                " WHERE seq IN (SELECT value FROM json_each(?)) AND lease_owner = ?",
+                (lease_until, _json_array(seqs), owner),
+            )
             self._touch_consumer(owner, topic, group, lease_until, now)
 
-    def release(self, queue_id: int, *, owner: str, held: Mapping[int, int], now: float) -> None:
+    def release(self, *, owner: str, seqs: Iterable[int], now: float) -> None:
         """Give back deliveries claimed but never handed out: claimable now, attempt undone.
 
-        ``held`` maps their seqs to their priorities. Also forgets ``owner`` as a consumer.
+        Also forgets ``owner`` as a consumer.
         """
         with self._write() as db:
-            for priority, seqs in _by_priority(held):
-                db.execute(
-                    "UPDATE deliveries"
-                    " SET lease_owner = NULL, visible_at = ?1, attempts = max(attempts - 1, 0)"
-                    " WHERE queue_id = ?2 AND priority = ?3 AND seq IN (SELECT value FROM"
-                    " json_each(?4)) AND lease_owner = ?5",
-                    (now, queue_id, priority, seqs, owner),
-                )
+            db.execute(
+                "UPDATE deliveries"
+                " SET lease_owner = NULL, visible_at = ?, attempts = max(attempts - 1, 0)"
+                " WHERE seq IN (SELECT value FROM json_each(?)) AND lease_owner = ?",
+                (now, _json_array(seqs), owner),
+            )
             db.execute("DELETE FROM consumers WHERE owner = ?", (owner,))
 
     def settle(self, settlements: Sequence[Settlement]) -> None:
-        """Apply acks, nacks and dead-letterings in one transaction.
-
-        A message row is deleted with its last delivery.
-        """
+        """Apply acks, nacks and dead-letterings; a batch of acks alone is one statement."""
         nacks = [s for s in settlements if s.kind == "nack"]
         dead = [s for s in settlements if s.dead_letter is not None]
+        removed = _json_array(s.seq for s in settlements if s.kind != "nack")
+        if not nacks and not dead:  # a lone statement is its own transaction
+            self._db.execute(_DELETE_DELIVERIES, (removed,))
+            self.write_transactions += 1
+            return
         with self._write() as db:
             if dead:
                 db.executemany(
                     "INSERT INTO dead_letters"
                     " (topic, id, payload, headers, key, priority, created_at)"
-                    " SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM deliveries"
-                    " WHERE queue_id = ? AND priority = ? AND seq = ?)",
+                    " SELECT ?, ?, ?, ?, ?, ?, ?"
+                    " WHERE EXISTS (SELECT 1 FROM deliveries WHERE seq = ?)",
                     [self._dead_letter_row(s) for s in dead],
                 )
             if nacks:
                 db.executemany(
                     "UPDATE deliveries SET lease_owner = NULL, visible_at = ?"
-                    " WHERE queue_id = ? AND priority = ? AND seq = ? AND lease_owner = ?",
-                    [(s.available_at, s.queue_id, s.priority, s.seq, s.owner) for s in nacks],
+                    " WHERE seq = ? AND lease_owner = ?",
+                    [(s.available_at, s.seq, s.owner) for s in nacks],
                 )
-            removed = [s for s in settlements if s.kind != "nack"]
-            if removed:
-                for parameters in _by_queue_and_priority(removed):
-                    db.execute(_DELETE_DELIVERIES, parameters)
-                self._delete_settled_messages([s.seq for s in removed])
-
-    def _delete_settled_messages(self, seqs: Sequence[int]) -> None:
-        """Delete the messages among ``seqs`` that no group holds a delivery of any more."""
-        self._db.execute(
-            "DELETE FROM messages WHERE seq IN (SELECT value FROM json_each(?))"
-            " AND NOT EXISTS (SELECT 1 FROM deliveries AS d"
-            " WHERE d.queue_id IN (SELECT queue_id FROM queues WHERE topic = messages.topic)"
-            " AND d.priority = messages.priority AND d.seq = messages.seq)",
-            (_json_array(seqs),),
-        )
+            db.execute(_DELETE_DELIVERIES, (removed,))
 
     @staticmethod
     def _dead_letter_row(settlement: Settlement) -> tuple[Any, ...]:
@@ -489,8 +477,6 @@ class SqliteStore:
             message.key,
             message.priority,
             message.created_at,
-            settlement.queue_id,
-            settlement.priority,
             settlement.seq,
         )
 
@@ -524,14 +510,13 @@ class SqliteStore:
     def purge(self, topic: str, now: float) -> int:
         """Delete every delivery of ``topic`` that is not leased; return how many."""
         with self._write() as db:
-            seqs = db.execute(
+            purged: int = db.execute(
                 "DELETE FROM deliveries"
                 " WHERE queue_id IN (SELECT queue_id FROM queues WHERE topic = ?)"
-                " AND (lease_owner IS NULL OR visible_at <= ?) RETURNING seq",
+                " AND (lease_owner IS NULL OR visible_at <= ?)",
                 (topic, now),
-            ).fetchall()
-            self._delete_settled_messages([seq for (seq,) in seqs])
-        return len(seqs)
+            ).rowcount
+        return purged
 
     def dead_letters(self, topic: str, limit: int) -> list[Message]:
         """The oldest ``limit`` dead letters of ``topic`` as ``<topic>.dlq`` messages."""
@@ -582,24 +567,20 @@ class SqliteStore:
                     "INSERT OR IGNORE INTO queues (topic, grp, created_at) VALUES (?, ?, ?)",
                     (topic, group, now),
                 )
-                seq = db.execute(
-                    "INSERT INTO messages"
-                    " (id, topic, payload, headers, key, priority, not_before, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
+                db.execute(
+                    f"INSERT INTO deliveries ({_DELIVERY_COLUMNS})"
+                    " SELECT queue_id, ?, 0, 0, ?, ?, ?, ?, NULL, ?, NULL"
+                    " FROM queues WHERE topic = ? AND grp = ?",
                     (
+                        original.priority,
                         original.id,
-                        topic,
                         original.payload,
                         _encode_headers(original),
                         original.key,
-                        original.priority,
                         original.created_at,
+                        topic,
+                        group,
                     ),
-                ).lastrowid
-                db.execute(
-                    "INSERT INTO deliveries (queue_id, priority, seq, visible_at, attempts)"
-                    " SELECT queue_id, ?, ?, 0, 0 FROM queues WHERE topic = ? AND grp = ?",
-                    (original.priority, seq, topic, group),
                 )
                 replayed.append((topic, group))
             db.executemany("DELETE FROM dead_letters WHERE dl_seq = ?", dl_seqs)

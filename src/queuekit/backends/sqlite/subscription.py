@@ -62,7 +62,7 @@ class SqliteDelivery(Delivery):
         """
         if self._settled:
             raise RuntimeError(f"message {self._message.id} was already settled")
-        self._subscription.acknowledge(self.seq, self._message.priority)
+        self._subscription.acknowledge(self.seq)
         self._settled = True
 
     async def nack(self, delay: float = 0.0) -> None:
@@ -93,7 +93,6 @@ class SqliteDelivery(Delivery):
         settlement = Settlement(
             kind,
             self._subscription.queue_id,
-            self._message.priority,
             self.seq,
             self._subscription.owner,
             available_at=available_at,
@@ -136,8 +135,7 @@ class SqliteSubscription(Subscription):
         self._acknowledge = acknowledge
         self._on_close = on_close
         self._buffer: deque[SqliteDelivery] = deque()
-        # Leased to us and not settled (buffered or out): seq -> priority.
-        self._held: dict[int, int] = {}
+        self._held: set[int] = set()  # seqs leased to us and not settled (buffered or out)
         self._wakeup = asyncio.Event()
         self._closed = False
         self._backlog = False  # the last claim was full: claim again without checking
@@ -220,7 +218,7 @@ class SqliteSubscription(Subscription):
         self._backlog = len(claimed) == limit
         held, buffer = self._held, self._buffer
         for seq, message in claimed:
-            held[seq] = message.priority
+            held.add(seq)
             buffer.append(SqliteDelivery(self, seq, message))
 
     async def _wait(self) -> None:
@@ -234,7 +232,7 @@ class SqliteSubscription(Subscription):
         except TimeoutError:
             pass
 
-    def acknowledge(self, seq: int, priority: int) -> None:
+    def acknowledge(self, seq: int) -> None:
         """Queue the ack of ``seq`` (written with others soon after) and free its slot.
 
         An ack lost before it is written (a crash, a failed write) only means a redelivery
@@ -248,15 +246,15 @@ class SqliteSubscription(Subscription):
             raise BrokerUnavailable(
                 f"cannot ack: the SQLite broker on {self._database.path} is closed"
             )
-        self._acknowledge(Settlement("ack", self.queue_id, priority, seq, self.owner))
-        self._held.pop(seq, None)
+        self._acknowledge(Settlement("ack", self.queue_id, seq, self.owner))
+        self._held.discard(seq)
         self._wakeup.set()
         self._claim_ahead()
 
     async def settle(self, settlement: Settlement) -> None:
         """Write a settlement (batched with others) and free its prefetch slot."""
         await self._settle(settlement)
-        self._held.pop(settlement.seq, None)
+        self._held.discard(settlement.seq)
         self._wakeup.set()
         self._claim_ahead()
 
@@ -265,20 +263,19 @@ class SqliteSubscription(Subscription):
             # Not synchronization: the heartbeat period, a third of the lease.
             await asyncio.sleep(self._timing.visibility_timeout / 3)
             try:
-                await self._extend_leases(dict(self._held))
+                await self._extend_leases(list(self._held))
             except BrokerError as exc:
                 logger.warning("could not extend leases of %s: %s", self.owner, exc)
 
-    async def _extend_leases(self, held: dict[int, int]) -> None:
+    async def _extend_leases(self, seqs: list[int]) -> None:
         now = time.time()
         lease_until = self._next_lease(now)
         await self._database.call(
             lambda store: store.extend_leases(
-                self.queue_id,
                 self.topic,
                 self.group,
                 owner=self.owner,
-                held=held,
+                seqs=seqs,
                 lease_until=lease_until,
                 now=now,
             )
@@ -311,13 +308,12 @@ class SqliteSubscription(Subscription):
         if self._claiming is not None:
             await asyncio.gather(self._claiming, return_exceptions=True)
         await asyncio.gather(self._heartbeat, return_exceptions=True)
-        unhanded = {delivery.seq: self._held.pop(delivery.seq) for delivery in self._buffer}
+        unhanded = [delivery.seq for delivery in self._buffer]
         self._buffer.clear()
+        self._held.difference_update(unhanded)
         try:
             await self._database.call(
-                lambda store: store.release(
-                    self.queue_id, owner=self.owner, held=unhanded, now=time.time()
-                )
+                lambda store: store.release(owner=self.owner, seqs=unhanded, now=time.time())
             )
         except BrokerError as exc:
             # They come back anyway when their leases expire (with one attempt more).
