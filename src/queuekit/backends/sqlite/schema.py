@@ -117,6 +117,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 # which for claims and settlements only means a redelivery, as at-least-once allows.
 SYNC_DURABLE = "PRAGMA synchronous = FULL"
 SYNC_RELAXED = "PRAGMA synchronous = NORMAL"
+# The publishing connection only appends at the tails of the deliveries table and its two
+# indexes: a few pages; a full-size cache there only added to a worker's peak RSS.
+DURABLE_PRAGMAS = (SYNC_DURABLE, "PRAGMA cache_size = -512")
+RELAXED_PRAGMAS = (SYNC_RELAXED,)
 
 CONNECTION_PRAGMAS = (
     "PRAGMA journal_mode = WAL",

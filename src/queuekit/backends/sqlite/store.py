@@ -26,11 +26,11 @@ import orjson
 
 from queuekit.backends.sqlite.schema import (
     CONNECTION_PRAGMAS,
+    DURABLE_PRAGMAS,
     MIGRATIONS,
+    RELAXED_PRAGMAS,
     SCHEMA,
     SCHEMA_VERSION,
-    SYNC_DURABLE,
-    SYNC_RELAXED,
 )
 from queuekit.broker import GroupStats, TopicStats
 from queuekit.errors import BrokerUnavailable
@@ -219,10 +219,10 @@ class SqliteStore:
         """
         connections: list[sqlite3.Connection] = []
         try:
-            for sync in (SYNC_RELAXED, SYNC_DURABLE):
+            for pragmas in (RELAXED_PRAGMAS, DURABLE_PRAGMAS):
                 connection = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
                 connections.append(connection)
-                for pragma in (*CONNECTION_PRAGMAS, sync):
+                for pragma in (*CONNECTION_PRAGMAS, *pragmas):
                     connection.execute(pragma)
                 mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
                 if mode != "wal":
