@@ -74,7 +74,7 @@ class MarkBook:
 
     def __init__(self) -> None:
         self._assigned: set[Key] = set()
-        self._clean: set[Key] = set()  # assigned without crash suspects
+        self._clean: set[Key] = set()  # assigned, and not taken over from a crashed owner
         self._positions: dict[Key, int] = {}
         self._marks: dict[Key, Mark] = {}
 
@@ -134,8 +134,9 @@ class MarkBook:
     def mark_fetched(self, key: Key, first: int, last: int) -> Any:
         """The commit marking records ``first``..``last`` just fetched from ``key``, as far as
         ``FETCH_MARK_AHEAD`` records past the committed position; None if they are covered
-        already, beyond that reach, or the partition is not assigned or still holds records
-        of a crashed owner (those are marked one at a time, as they are probed)."""
+        already or beyond that reach, or if the partition is not assigned or was taken over
+        from a crashed owner (for that whole assignment its marks follow its probes and
+        deliveries instead)."""
         if key not in self._clean:
             return None
         position = self._positions.get(key, first)
