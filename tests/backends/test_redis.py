@@ -320,6 +320,28 @@ async def test_acks_are_applied_at_once_while_the_consumer_waits_for_new_message
         await poll(lambda: broker.topic_stats(topic), lambda s, n=still_held: s.in_flight == n, 0.5)
 
 
+async def test_acks_queued_when_closing_are_applied_before_the_rest_is_given_back(
+    make_broker: Callable[..., Awaitable[RedisStreamsBroker]], topic: str
+) -> None:
+    # Given a consumer (visibility timeout 60 s) that prefetched five messages and used two
+    first_broker = await make_broker(visibility_timeout=60.0)
+    sent = [Message.build(topic, n) for n in range(5)]
+    await first_broker.publish(sent)
+    first = await first_broker.subscribe(topic, prefetch=5)
+    used = [await next_of(first) for _ in range(2)]
+
+    # When it acknowledges both and closes at once
+    for delivery in used:
+        await delivery.ack()
+    await first.close()
+
+    # Then another consumer gets the other three only: the acked two were not given back
+    second = await (await make_broker(visibility_timeout=60.0)).subscribe(topic, prefetch=5)
+    rest = [await next_of(second, within=5.0) for _ in range(3)]
+    await assert_no_delivery(second, within=1.5)
+    assert sorted(d.message.id for d in rest) == sorted(m.id for m in sent[2:])
+
+
 # -- retries, delays and attempts
 
 

@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("queuekit.redis")
 
+# Longest a closing consumer waits for its queued acks before giving entries back (s).
+ACKS_BEFORE_GIVE_BACK = 1.0
 # Entries given back on close get an idle time past any sane visibility timeout (ms).
 GIVE_BACK_IDLE_MS = 10**12
 # Holds given-back entries until a live consumer claims them (never deleted while it holds any).
@@ -195,6 +197,12 @@ class RedisSubscription(Subscription):
         self._buffer.clear()
         self._broker.forget(self)
         if self._tasks:
+            # The acks the fetch loop held went to the settler when it stopped: applied
+            # first, or RELEASE would hand their entries back to the group meanwhile (not
+            # for long if Redis is unreachable: then they are redelivered at worst).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ACKS_BEFORE_GIVE_BACK):
+                    await self._broker.settler.drain()
             await self._give_back()
 
     def acknowledge(self, ref: Ref) -> None:
