@@ -58,6 +58,19 @@ async def poll(probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], wi
         await asyncio.sleep(0.02)
 
 
+async def prefetching_consumer(
+    make_broker: Callable[..., Awaitable[RedisStreamsBroker]], topic: str, count: int
+) -> tuple[RedisStreamsBroker, list[Message], Subscription]:
+    """``count`` messages published to ``topic``, and a consumer prefetching all of them.
+
+    Its broker has a visibility timeout of 60 s: nothing is redelivered during a test.
+    """
+    broker = await make_broker(visibility_timeout=60.0)
+    sent = [Message.build(topic, n) for n in range(count)]
+    await broker.publish(sent)
+    return broker, sent, await broker.subscribe(topic, prefetch=count)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -279,10 +292,7 @@ async def test_closing_gives_prefetched_messages_back_at_once_uncounted(
     make_broker: Callable[..., Awaitable[RedisStreamsBroker]], topic: str
 ) -> None:
     # Given a consumer (visibility timeout 60 s) that prefetched five messages and used one
-    first_broker = await make_broker(visibility_timeout=60.0)
-    sent = [Message.build(topic, n) for n in range(5)]
-    await first_broker.publish(sent)
-    first = await first_broker.subscribe(topic, prefetch=5)
+    first_broker, sent, first = await prefetching_consumer(make_broker, topic, 5)
     used = await next_of(first)
     await used.ack()
     await poll(lambda: first_broker.topic_stats(topic), lambda s: s.in_flight == 4, WAIT)
@@ -306,9 +316,7 @@ async def test_acks_are_applied_at_once_while_the_consumer_waits_for_new_message
     make_broker: Callable[..., Awaitable[RedisStreamsBroker]], topic: str
 ) -> None:
     # Given a consumer (visibility timeout 60 s) holding three messages, nothing else to read
-    broker = await make_broker(visibility_timeout=60.0)
-    await broker.publish([Message.build(topic, n) for n in range(3)])
-    sub = await broker.subscribe(topic, prefetch=3)
+    broker, _, sub = await prefetching_consumer(make_broker, topic, 3)
     held = [await next_of(sub) for _ in range(3)]
 
     for still_held, delivery in zip((2, 1, 0), held, strict=True):
@@ -324,10 +332,7 @@ async def test_acks_queued_when_closing_are_applied_before_the_rest_is_given_bac
     make_broker: Callable[..., Awaitable[RedisStreamsBroker]], topic: str
 ) -> None:
     # Given a consumer (visibility timeout 60 s) that prefetched five messages and used two
-    first_broker = await make_broker(visibility_timeout=60.0)
-    sent = [Message.build(topic, n) for n in range(5)]
-    await first_broker.publish(sent)
-    first = await first_broker.subscribe(topic, prefetch=5)
+    _, sent, first = await prefetching_consumer(make_broker, topic, 5)
     used = [await next_of(first) for _ in range(2)]
 
     # When it acknowledges both and closes at once
