@@ -7,6 +7,7 @@ a consumer killed with SIGKILL, lease heartbeats and group commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sqlite3
 import sys
@@ -218,6 +219,28 @@ async def test_an_ack_after_the_broker_closed_is_refused(path: Path) -> None:
     # When it is acked, Then the caller learns the ack cannot be written
     with pytest.raises(BrokerUnavailable, match="closed"):
         await delivery.ack()
+
+
+async def test_the_wal_is_copied_into_the_database_file_in_the_background(
+    broker: SqliteBroker, path: Path
+) -> None:
+    # Given 100 messages published: far fewer pages than SQLite's automatic checkpoint needs
+    await broker.publish([Message.build("checkpointed", n) for n in range(100)])
+
+    # When a moment passes, Then they are in the database file itself (read without the WAL)
+    def rows_in_the_file() -> int:
+        uri = f"file:{path}?mode=ro&immutable=1"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+            try:
+                count: int = db.execute("SELECT count(*) FROM deliveries").fetchone()[0]
+            except sqlite3.OperationalError:  # no schema in the file yet
+                return 0
+        return count
+
+    deadline = time.monotonic() + WAIT
+    while rows_in_the_file() < 100:
+        assert time.monotonic() < deadline, "the WAL was not checkpointed"
+        await asyncio.sleep(0.05)  # polling the file, not synchronizing with a task
 
 
 async def test_dead_letters_survive_a_restart_and_replay_to_their_group(path: Path) -> None:

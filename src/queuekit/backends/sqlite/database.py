@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from queuekit.backends.sqlite.checkpoint import Checkpointer
 from queuekit.backends.sqlite.store import SqliteStore
 from queuekit.errors import BrokerError, BrokerUnavailable
 
@@ -51,6 +52,7 @@ class Database:
         self._busy_timeout = busy_timeout
         self._executor: ThreadPoolExecutor | None = None
         self._store: SqliteStore | None = None
+        self._checkpointer: Checkpointer | None = None
 
     @property
     def is_open(self) -> bool:
@@ -85,6 +87,8 @@ class Database:
             executor.shutdown(wait=False)
             raise
         self._executor = executor
+        self._checkpointer = Checkpointer(self.path)
+        self._checkpointer.start()
 
     async def call(
         self, function: Callable[[SqliteStore], T], *, failure: type[BrokerError] = BrokerError
@@ -103,11 +107,16 @@ class Database:
             return await loop.run_in_executor(self._executor, function, store)
         except sqlite3.Error as exc:
             raise map_error(exc, failure) from exc
+        finally:
+            if self._checkpointer is not None:
+                self._checkpointer.wrote()
 
     async def close(self) -> None:
         """Close the connection and stop the thread; idempotent."""
-        store, executor = self._store, self._executor
-        self._store, self._executor = None, None
+        store, executor, checkpointer = self._store, self._executor, self._checkpointer
+        self._store, self._executor, self._checkpointer = None, None, None
+        if checkpointer is not None:
+            await asyncio.to_thread(checkpointer.stop)
         if store is None or executor is None:
             return
         try:

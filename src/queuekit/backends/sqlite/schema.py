@@ -129,5 +129,7 @@ CONNECTION_PRAGMAS = (
     # SQLite's default 2 MiB: a queue's working set is the head and tail of a few b-trees;
     # 16 MiB added 5 MiB to a worker's peak RSS and nothing to its throughput.
     "PRAGMA cache_size = -2000",
+    # Checkpoints run in the background (see checkpoint.py); this is only the backstop.
+    "PRAGMA wal_autocheckpoint = 10000",
     "PRAGMA journal_size_limit = 67108864",
 )
