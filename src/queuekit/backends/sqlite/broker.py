@@ -84,7 +84,7 @@ class SqliteBroker(Broker, Admin):
         self._database = Database(self.path, busy_timeout=busy_timeout)
         self._publisher = GroupCommitter[Message](self._write_messages)
         self._settler = GroupCommitter[Settlement](self._write_settlements)
-        self._acks = WriteBehind[Settlement](self._write_settlements, self._acks_failed)
+        self._acks = WriteBehind[int](self._write_acks, self._acks_failed)
         self._subscriptions: defaultdict[str, set[SqliteSubscription]] = defaultdict(set)
         self._valid_topics: set[str] = set()
         self._closing: asyncio.Task[None] | None = None
@@ -211,7 +211,10 @@ class SqliteBroker(Broker, Admin):
     def _settle(self, settlement: Settlement) -> Awaitable[None]:
         return self._settler.submit((settlement,))  # awaited by the subscription
 
-    def _acks_failed(self, acks: Sequence[Settlement], error: Exception) -> None:
+    async def _write_acks(self, seqs: Sequence[int]) -> None:
+        await self._database.call(lambda store: store.ack(seqs))
+
+    def _acks_failed(self, acks: Sequence[int], error: Exception) -> None:
         logger.warning(
             "could not write %d acknowledgements (they are redelivered when their leases"
             " expire): %s",

@@ -439,15 +439,16 @@ class SqliteStore:
             )
             db.execute("DELETE FROM consumers WHERE owner = ?", (owner,))
 
+    def ack(self, seqs: Iterable[int]) -> None:
+        """Delete the deliveries ``seqs`` (handled): one statement, its own transaction."""
+        self._db.execute(_DELETE_DELIVERIES, (_json_array(seqs),))
+        self.write_transactions += 1
+
     def settle(self, settlements: Sequence[Settlement]) -> None:
-        """Apply acks, nacks and dead-letterings; a batch of acks alone is one statement."""
+        """Apply acks, nacks and dead-letterings in one transaction (see also ``ack``)."""
         nacks = [s for s in settlements if s.kind == "nack"]
         dead = [s for s in settlements if s.dead_letter is not None]
         removed = _json_array(s.seq for s in settlements if s.kind != "nack")
-        if not nacks and not dead:  # a lone statement is its own transaction
-            self._db.execute(_DELETE_DELIVERIES, (removed,))
-            self.write_transactions += 1
-            return
         with self._write() as db:
             if dead:
                 db.executemany(

@@ -121,7 +121,7 @@ class SqliteSubscription(Subscription):
         prefetch: int,
         timing: LeaseSettings,
         settle: Callable[[Settlement], Awaitable[None]],
-        acknowledge: Callable[[Settlement], None],
+        acknowledge: Callable[[int], None],
         on_close: Callable[[SqliteSubscription], None],
     ) -> None:
         self.topic = topic
@@ -246,7 +246,7 @@ class SqliteSubscription(Subscription):
             raise BrokerUnavailable(
                 f"cannot ack: the SQLite broker on {self._database.path} is closed"
             )
-        self._acknowledge(Settlement("ack", self.queue_id, seq, self.owner))
+        self._acknowledge(seq)
         self._held.discard(seq)
         self._wakeup.set()
         self._claim_ahead()
