@@ -1,9 +1,10 @@
-"""Settling deliveries in batches: many acks, nacks and dead letters, one MULTI/EXEC.
+"""Settling deliveries in batches: many acks, nacks and dead letters, one round trip.
 
 Each settlement is "acknowledge this entry in this group" plus, for a nack or a dead letter,
 the write that puts the message where it goes next (the group's retry stream, its delayed
-set, or the dead-letter stream). A batch runs in one transaction, so a message is never both
-acknowledged and lost, nor moved without being acknowledged.
+set, or the dead-letter stream). A batch with such writes runs in one transaction
+(MULTI/EXEC), so a message is never both acknowledged and lost, nor moved without being
+acknowledged; acks alone need none (see :func:`acks_write`).
 
 Acks are queued and applied by the next batch without the caller waiting (like AMQP's
 basic.ack): an ack lost to a crash in that millisecond means one redelivery, which
