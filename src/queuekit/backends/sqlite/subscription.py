@@ -143,6 +143,10 @@ class SqliteSubscription(Subscription):
         self._lease = 0.0  # the latest lease given (see _next_lease)
         self._claiming: asyncio.Task[None] | None = None
         self._low_water = max(1, prefetch // 4)
+        # At most half the prefetch per claim: the next half can then be claimed while this
+        # one is handled. A claim of everything left the database thread idle while the
+        # loop handled, and the loop idle while the database thread claimed.
+        self._claim_size = max(1, (prefetch + 1) // 2)
         self._closing: asyncio.Task[None] | None = None
         self._heartbeat = asyncio.create_task(self._keep_leases(), name=f"queuekit-lease-{owner}")
 
@@ -179,8 +183,10 @@ class SqliteSubscription(Subscription):
 
         Only while there is a backlog (the last claim was full), once the buffer runs low
         and at least a quarter of the prefetch is free: the database thread then claims
-        while the event loop handles, instead of the two taking turns. A background claim
-        that failed is kept for ``__anext__`` to raise once the buffer is empty.
+        while the event loop handles, instead of the two taking turns (claims take at most
+        half the prefetch, so there is room for the next one while a batch is handled).
+        A background claim that failed is kept for ``__anext__`` to raise once the buffer
+        is empty.
         """
         claiming = self._claiming
         if claiming is not None:
@@ -196,14 +202,14 @@ class SqliteSubscription(Subscription):
             self._claiming = asyncio.create_task(self._claim())
 
     async def _claim(self) -> None:
-        """Claim up to the free prefetch slots into the buffer (checking first if idle)."""
+        """Claim up to half the prefetch (if free) into the buffer (checking first if idle)."""
         now = time.time()
         if not self._backlog:
             due = await self._database.call(lambda store: store.next_visible(self.queue_id))
             self._next_visible = due
             if due is None or due > now or self._closed:
                 return
-        limit = self.prefetch - len(self._held)
+        limit = min(self.prefetch - len(self._held), self._claim_size)
         lease_until = self._next_lease(now)
         claimed = await self._database.call(
             lambda store: store.claim(
