@@ -7,6 +7,7 @@ it again would likely kill this worker too, so it goes to the dead-letter queue 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from queuekit.worker.middleware.base import Context, DeadLetterNow, Next, Services
@@ -32,7 +33,11 @@ class AttemptLimitMiddleware:
 
 
 class _AttemptLimit:
-    """The crash-loop guard of one handler."""
+    """The crash-loop guard of one handler.
+
+    Not a coroutine: it has nothing to do after the rest of the chain, so it raises or hands
+    back the rest's awaitable, and a delivery goes through one coroutine less.
+    """
 
     __slots__ = ("_call_next", "_max_attempts")
 
@@ -40,7 +45,7 @@ class _AttemptLimit:
         self._call_next = call_next
         self._max_attempts = max_attempts
 
-    async def __call__(self, ctx: Context) -> None:
+    def __call__(self, ctx: Context) -> Awaitable[None]:
         if ctx.delivery.attempt > self._max_attempts:
             raise DeadLetterNow(MAX_ATTEMPTS_EXCEEDED, WORKER_DIED, stage="handler")
-        await self._call_next(ctx)
+        return self._call_next(ctx)

@@ -16,7 +16,10 @@ A middleware may also offer ``bind(call_next, spec, services) -> Next``: :func:`
 the handler and the worker's services, then asks it once per handler for that handler's
 layer, which may precompute what it needs (labelled metric series, a timeout) or return
 ``call_next`` itself when it has nothing to do for that handler (no timeout, no store...).
-A bound layer must behave exactly like ``__call__``; it is only cheaper per message.
+A bound layer must behave exactly like ``__call__``; it is only cheaper per message. A bound
+layer with nothing to do after the rest of the chain may be a plain function returning the
+rest's awaitable (or raising before it): every caller awaits ``call_next(ctx)`` at once, so
+it is the same to them, and it saves a coroutine per message.
 """
 
 from __future__ import annotations
@@ -153,7 +156,10 @@ class Context:
 
     async def ack(self, outcome: Outcome = Outcome.SUCCESS) -> None:
         """Settle with ``ack``."""
-        self._settling(outcome)
+        if self.outcome is None:  # the common case, inline: one call less per message
+            self.outcome = outcome
+        else:
+            self._settling(outcome)  # raises
         await self.delivery.ack()
 
     async def nack(self, delay: float, outcome: Outcome = Outcome.RETRIED) -> None:

@@ -161,18 +161,18 @@ class HandlerCall:
     def __init__(self, spec: HandlerSpec, threads: HandlerThreads | None) -> None:
         if not spec.is_async and threads is None:
             raise ValueError("a sync handler needs a thread pool")
-        self._spec = spec
-        self._threads = threads
+        self._func = spec.func
+        self._takes_message = spec.takes_message
+        self._threads = None if spec.is_async else threads
 
     async def __call__(self, ctx: Context) -> None:
-        spec = self._spec
-        args = (ctx.payload, ctx.message) if spec.takes_message else (ctx.payload,)
+        args = (ctx.payload, ctx.delivery.message) if self._takes_message else (ctx.payload,)
+        threads = self._threads
         start = time.perf_counter()
         try:
-            if spec.is_async:
-                await spec.func(*args)
+            if threads is None:
+                await self._func(*args)
             else:
-                assert self._threads is not None
-                await self._threads.run(spec.func, *args)
+                await threads.run(self._func, *args)
         finally:
             ctx.handler_seconds = time.perf_counter() - start

@@ -39,48 +39,48 @@ class LoggingMiddleware:
 
     def bind(self, call_next: Next, spec: HandlerSpec, services: Services) -> Next:
         """The same layer, pre-bound to the rest of the chain."""
-        return _Logging(call_next)
+        return _Logging(call_next, services.logger)
 
     async def __call__(self, ctx: Context, call_next: Next) -> None:
-        await _Logging(call_next)(ctx)
+        await _Logging(call_next, ctx.services.logger)(ctx)
 
 
 class _Logging:
     """The logging layer around one chain."""
 
-    __slots__ = ("_call_next",)
+    __slots__ = ("_call_next", "_logger")
 
-    def __init__(self, call_next: Next) -> None:
+    def __init__(self, call_next: Next, logger: logging.Logger) -> None:
         self._call_next = call_next
+        self._logger = logger
 
     async def __call__(self, ctx: Context) -> None:
         try:
             await self._call_next(ctx)
         finally:
-            _log(ctx)
+            try:
+                outcome = ctx.outcome
+                level = logging.ERROR if outcome is None else _LEVELS[outcome]
+                if self._logger.isEnabledFor(level):
+                    _log(self._logger, level, ctx)
+            except Exception:  # a log line must never fail a message
+                pass
 
 
-def _log(ctx: Context) -> None:
-    try:
-        logger = ctx.services.logger
-        outcome = ctx.outcome
-        level = logging.ERROR if outcome is None else _LEVELS[outcome]
-        if not logger.isEnabledFor(level):
-            return
-        extra: dict[str, Any] = {
-            "app": ctx.services.app_name,
-            "topic": ctx.spec.topic,
-            "group": ctx.spec.group,
-            "message_id": ctx.message.id,
-            "attempt": ctx.attempt,
-            "outcome": str(outcome) if outcome else "unsettled",
-            "duration_ms": round((time.perf_counter() - ctx.started) * 1000, 3),
-        }
-        for name in ("reason", "error", "error_stage", "retry_delay"):
-            value = getattr(ctx, name)
-            if value is not None:
-                extra[name] = value
-        text = "message left unsettled" if outcome is None else _TEXT[outcome]
-        logger.log(level, text, extra=extra)
-    except Exception:  # a log line must never fail a message
-        return
+def _log(logger: logging.Logger, level: int, ctx: Context) -> None:
+    outcome = ctx.outcome
+    extra: dict[str, Any] = {
+        "app": ctx.services.app_name,
+        "topic": ctx.spec.topic,
+        "group": ctx.spec.group,
+        "message_id": ctx.message.id,
+        "attempt": ctx.attempt,
+        "outcome": str(outcome) if outcome else "unsettled",
+        "duration_ms": round((time.perf_counter() - ctx.started) * 1000, 3),
+    }
+    for name in ("reason", "error", "error_stage", "retry_delay"):
+        value = getattr(ctx, name)
+        if value is not None:
+            extra[name] = value
+    text = "message left unsettled" if outcome is None else _TEXT[outcome]
+    logger.log(level, text, extra=extra)

@@ -10,6 +10,7 @@ payload content leaks into headers or logs.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -49,24 +50,28 @@ class ValidationMiddleware:
 
 
 class _DecodeJSON:
-    """Validation of a handler without a schema: the payload is any JSON value."""
+    """Validation of a handler without a schema: the payload is any JSON value.
+
+    Not a coroutine: it has nothing to do after the rest of the chain, so it raises or hands
+    back the rest's awaitable, and a delivery goes through one coroutine less.
+    """
 
     __slots__ = ("_call_next",)
 
     def __init__(self, call_next: Next) -> None:
         self._call_next = call_next
 
-    async def __call__(self, ctx: Context) -> None:
+    def __call__(self, ctx: Context) -> Awaitable[None]:
         try:
             ctx.payload = orjson.loads(ctx.delivery.message.payload)
         except orjson.JSONDecodeError as exc:
             error = f"payload is not valid JSON: {exc}"[:MAX_ERROR_LENGTH]
             raise DeadLetterNow(INVALID_PAYLOAD, error, stage=INVALID_PAYLOAD) from None
-        await self._call_next(ctx)
+        return self._call_next(ctx)
 
 
 class _ValidateSchema:
-    """Validation of a handler with a schema (a pydantic model)."""
+    """Validation of a handler with a schema (a pydantic model); not a coroutine either."""
 
     __slots__ = ("_call_next", "_schema")
 
@@ -74,7 +79,7 @@ class _ValidateSchema:
         self._call_next = call_next
         self._schema = schema
 
-    async def __call__(self, ctx: Context) -> None:
+    def __call__(self, ctx: Context) -> Awaitable[None]:
         # Imported here: a worker without schemas never loads pydantic (a schema is a
         # pydantic model, so this is only a lookup in sys.modules).
         from pydantic import ValidationError
@@ -84,4 +89,4 @@ class _ValidateSchema:
         except ValidationError as exc:
             error = summarize_validation_error(exc)[:MAX_ERROR_LENGTH]
             raise DeadLetterNow(INVALID_PAYLOAD, error, stage=INVALID_PAYLOAD) from None
-        await self._call_next(ctx)
+        return self._call_next(ctx)
