@@ -24,8 +24,9 @@ def encode(payload: Any) -> bytes:
     if len(encoded) < _COMPACT_BELOW:
         # orjson's result keeps its whole output buffer (4-8 KiB even for a few bytes), and a
         # payload may stay in memory a long time (queued, retained by the memory backend):
-        # a copy of the exact size costs ~0.4 us and saves most of that.
-        encoded = bytes(memoryview(encoded))
+        # a copy of the exact size costs ~0.2 us and saves most of that (tobytes: half the
+        # cost of bytes(memoryview(...)), which first looks for __bytes__).
+        encoded = memoryview(encoded).tobytes()
     return encoded
 
 

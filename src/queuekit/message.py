@@ -155,7 +155,8 @@ class Message:
             InvalidTopic: bad topic name.
             InvalidMessage: bad priority, delay, key, id, headers or a non-JSON payload.
         """
-        validate_topic(topic)
+        if topic.__class__ is not str or topic not in _valid_topics:
+            validate_topic(topic)
         if priority.__class__ is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
             check_priority(priority)  # raises with the reason (an int subclass like bool...)
         if delay is not None and (
