@@ -37,6 +37,7 @@ from queuekit.errors import BrokerUnavailable, InvalidMessage
 from queuekit.message import (
     DEFAULT_GROUP,
     MAX_PRIORITY,
+    MIN_PRIORITY,
     DeadLetter,
     Message,
     check_priority,
@@ -176,7 +177,7 @@ class _Group:
         if not_before is not None and not_before > now_wall:
             self.requeue(_Entry(kept), now + (not_before - now_wall))
         else:
-            self.requeue(_Entry(kept), None)
+            self.ready.push(_Entry(kept))
 
     def requeue(self, entry: _Entry, due: float | None) -> None:
         if due is None:
@@ -290,16 +291,18 @@ class MemoryStore:
     def append(self, messages: Sequence[Message]) -> None:
         """Store ``messages`` for every group of their topics (the default group if none)."""
         now_wall, now = time.time(), time.monotonic()
-        touched: dict[int, _Group] = {}
+        touched: dict[_Group, None] = {}  # in the order first touched
+        topic: _Topic | None = None
         for message in messages:
-            topic = self.topic(message.topic)
+            if topic is None or topic.name != message.topic:  # a batch is mostly one topic
+                topic = self.topic(message.topic)
             if not topic.groups:
                 topic.group(DEFAULT_GROUP)
             kept = topic.retain(message)
             for group in topic.groups.values():
                 group.add(kept, now_wall, now)
-                touched[id(group)] = group
-        for group in touched.values():
+                touched[group] = None
+        for group in touched:
             group.wake()
 
 
@@ -402,9 +405,11 @@ class MemorySubscription(Subscription):
             if len(self._held) >= self._prefetch:
                 await self._wait(for_messages=False, due=None)  # until a settlement or close
                 continue
-            self._group.promote(time.monotonic())
+            group = self._group
+            if group.delayed or group.expiries:  # else there is nothing to promote
+                group.promote(time.monotonic())
             token = self._broker.store.new_token()
-            entry = self._group.take(self, token)
+            entry = group.take(self, token)
             if entry is not None:
                 self._held.add(token)
                 return MemoryDelivery(self._broker, self._group, self._group_name, token, entry)
@@ -500,9 +505,13 @@ class MemoryBroker(Broker, Admin):
 
     async def publish(self, messages: Sequence[Message]) -> None:
         self.check_connected()
+        checked_topic = None  # a batch is mostly one topic: checked once
         for message in messages:  # every message is checked before any is stored
-            validate_topic(message.topic)
-            check_priority(message.priority)
+            if message.topic is not checked_topic:
+                checked_topic = validate_topic(message.topic)
+            priority = message.priority
+            if priority.__class__ is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+                check_priority(priority)  # raises with the reason
             if not isinstance(message.payload, bytes):
                 raise InvalidMessage("message payload must be bytes")
         self.store.append(messages)
