@@ -160,20 +160,6 @@ class _AckCounter:
     async def __call__(self, ctx: Context, call_next: Next) -> None:
         await _CountAcks(self, call_next)(ctx)
 
-    def count(self, ctx: Context) -> None:
-        """Count ``ctx`` if it was acked as a success."""
-        if ctx.outcome is not _SUCCESS:
-            return
-        if self.scheduled:
-            sent = self.scheduled.pop(ctx.delivery.message.id, None)
-            if sent is not None:
-                self.latencies.append(time.perf_counter() - sent)
-        self.acked += 1
-        if self.on_ack is not None:
-            self.on_ack(self.acked)
-        if self.acked >= self.target:
-            self.reached.set()
-
 
 _SUCCESS = Outcome.SUCCESS  # read once: an enum member read through its class is slow
 
@@ -189,7 +175,18 @@ class _CountAcks:
 
     async def __call__(self, ctx: Context) -> None:
         await self._call_next(ctx)
-        self._counter.count(ctx)
+        if ctx.outcome is not _SUCCESS:
+            return
+        counter = self._counter
+        if counter.scheduled:
+            sent = counter.scheduled.pop(ctx.delivery.message.id, None)
+            if sent is not None:
+                counter.latencies.append(time.perf_counter() - sent)
+        counter.acked += 1
+        if counter.on_ack is not None:
+            counter.on_ack(counter.acked)
+        if counter.acked >= counter.target:
+            counter.reached.set()
 
 
 async def _noop(payload: Any) -> None:

@@ -13,10 +13,10 @@ names, labels, help texts, buckets and ``_created`` samples either way.
 
 from __future__ import annotations
 
-import bisect
 import math
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -217,15 +217,14 @@ class HandlerSeries:
     def record(self, outcome: str, duration: float | None) -> None:
         """Count one finished message and, if its handler ran, its ``duration`` in seconds."""
         outcomes = self.outcomes
-        count = outcomes.get(outcome)
-        if count is None:
+        if outcome in outcomes:
+            outcomes[outcome] += 1
+        else:
             outcomes[outcome] = 1  # before it is listed: a scrape may be reading the list
             self._first_seen.append((self, outcome, time.time()))
-        else:
-            outcomes[outcome] = count + 1
         if duration is not None:
             # bisect_left: the first bound >= duration, i.e. prometheus' ``amount <= bound``.
-            self.buckets[bisect.bisect_left(_UPPER_BOUNDS, duration)] += 1
+            self.buckets[bisect_left(_UPPER_BOUNDS, duration)] += 1
             self.sum += duration
 
 

@@ -338,6 +338,10 @@ class MemoryDelivery(Delivery):
         return self._message
 
     @property
+    def attempt(self) -> int:
+        return self._message.attempt  # read per message: one property instead of two
+
+    @property
     def group(self) -> str:
         return self._group_name
 

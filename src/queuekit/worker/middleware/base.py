@@ -154,13 +154,17 @@ class Context:
         """Whether a settlement was made (or attempted) for this delivery."""
         return self.outcome is not None
 
-    async def ack(self, outcome: Outcome = Outcome.SUCCESS) -> None:
-        """Settle with ``ack``."""
+    def ack(self, outcome: Outcome = Outcome.SUCCESS) -> Awaitable[None]:
+        """Settle with ``ack``: await the result.
+
+        Not a coroutine itself (every delivery is acked, so that saves one per message): it
+        marks the outcome and hands back the broker's ``ack``.
+        """
         if self.outcome is None:  # the common case, inline: one call less per message
             self.outcome = outcome
         else:
             self._settling(outcome)  # raises
-        await self.delivery.ack()
+        return self.delivery.ack()
 
     async def nack(self, delay: float, outcome: Outcome = Outcome.RETRIED) -> None:
         """Settle with ``nack(delay)``: redelivered to this group, attempt + 1."""

@@ -166,13 +166,17 @@ class HandlerCall:
         self._threads = None if spec.is_async else threads
 
     async def __call__(self, ctx: Context) -> None:
-        args = (ctx.payload, ctx.delivery.message) if self._takes_message else (ctx.payload,)
         threads = self._threads
         start = time.perf_counter()
         try:
-            if threads is None:
-                await self._func(*args)
-            else:
-                await threads.run(self._func, *args)
+            if threads is not None:
+                await threads.run(self._func, *self._arguments(ctx))
+            elif self._takes_message:
+                await self._func(ctx.payload, ctx.delivery.message)
+            else:  # the common case, without a tuple of arguments
+                await self._func(ctx.payload)
         finally:
             ctx.handler_seconds = time.perf_counter() - start
+
+    def _arguments(self, ctx: Context) -> tuple[Any, ...]:
+        return (ctx.payload, ctx.delivery.message) if self._takes_message else (ctx.payload,)

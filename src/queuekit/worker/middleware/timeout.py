@@ -14,6 +14,7 @@ deadline (or rests while the task is idle). A call costs a clock read and a few 
 from __future__ import annotations
 
 import asyncio
+from asyncio import current_task, get_running_loop
 from typing import TYPE_CHECKING
 
 from queuekit.worker.middleware.base import Context, HandlerTimeout, Next, Services
@@ -75,7 +76,7 @@ class _Deadlines:
 
     async def __call__(self, ctx: Context) -> None:
         # Given the loop, current_task skips looking it up (it is Python code before 3.12).
-        task = asyncio.current_task(asyncio.get_running_loop())
+        task = current_task(get_running_loop())
         assert task is not None  # middleware runs in the worker's tasks
         watch = self._tasks.get(task)
         if watch is None:
