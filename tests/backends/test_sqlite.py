@@ -488,12 +488,14 @@ def test_a_claim_returns_only_its_own_rows_when_the_clock_stands_still(path: Pat
     try:
         queue = store.ensure_group("jobs", "default", owner="c1", seen_until=1e12, now=1000.0)
         store.insert_messages([Message.build("jobs", n) for n in range(5)], 1000.0)
-        first = store.claim(queue, "jobs", owner="c1", limit=2, now=1000.0, lease_until=1030.0)
+        first = store.claim(queue, owner="c1", limit=2, now=1000.0, lease_until=1030.0).messages(
+            "jobs"
+        )
 
         # When it claims again at the same instant (its lease is only nudged later)
         second = store.claim(
-            queue, "jobs", owner="c1", limit=2, now=1000.0, lease_until=1030.0000000001
-        )
+            queue, owner="c1", limit=2, now=1000.0, lease_until=1030.0000000001
+        ).messages("jobs")
 
         # Then the second claim returns the next two, never the ones already held
         assert [m.json() for _, m in first] == [0, 1]

@@ -142,38 +142,52 @@ _CLAIMED_BATCH = (
 )
 
 
-def _claimed_messages(topic: str, metadata: str, payloads: bytes) -> list[tuple[int, Message]]:
-    """Decode :data:`_CLAIMED_BATCH`'s row into (seq, message) pairs in claim order."""
-    claimed: list[tuple[int, Message]] = []
-    restore = Message.restore
-    offset = 0
-    for (
-        seq,
-        message_id,
-        size,
-        headers,
-        key,
-        priority,
-        not_before,
-        created_at,
-        attempts,
-    ) in orjson.loads(metadata):
-        end = offset + size
-        message = restore(
-            topic,
-            payloads[offset:end],
+class ClaimedRows(NamedTuple):
+    """A claim's rows as :data:`_CLAIMED_BATCH` read them, decoded by ``messages``.
+
+    Decoding is left to the caller: the event loop has time to spare while the database
+    thread, the pipeline's bottleneck, goes on to its next statement.
+    """
+
+    leased: int
+    metadata: str
+    payloads: bytes
+
+    def messages(self, topic: str) -> list[tuple[int, Message]]:
+        """(seq, message) pairs in claim order (priority first, then seq)."""
+        claimed: list[tuple[int, Message]] = []
+        restore = Message.restore
+        offset = 0
+        for (
+            seq,
             message_id,
-            headers or {},
+            size,
+            headers,
             key,
             priority,
-            None if not_before is None else float(not_before),
+            not_before,
+            created_at,
             attempts,
-            float(created_at),
-        )
-        claimed.append((seq, message))
-        offset = end
-    claimed.sort(key=lambda item: (-item[1].priority, item[0]))
-    return claimed
+        ) in orjson.loads(self.metadata):
+            end = offset + size
+            message = restore(
+                topic,
+                self.payloads[offset:end],
+                message_id,
+                headers or {},
+                key,
+                priority,
+                None if not_before is None else float(not_before),
+                attempts,
+                float(created_at),
+            )
+            claimed.append((seq, message))
+            offset = end
+        claimed.sort(key=lambda item: (-item[1].priority, item[0]))
+        return claimed
+
+
+_NOTHING_CLAIMED = ClaimedRows(0, "[]", b"")
 
 
 def _message_from_row(row: Sequence[Any], attempt: int = 1) -> Message:
@@ -374,22 +388,14 @@ class SqliteStore:
         return value
 
     def claim(
-        self,
-        queue_id: int,
-        topic: str,
-        *,
-        owner: str,
-        limit: int,
-        now: float,
-        lease_until: float,
-    ) -> list[tuple[int, Message]]:
+        self, queue_id: int, *, owner: str, limit: int, now: float, lease_until: float
+    ) -> ClaimedRows:
         """Lease up to ``limit`` claimable deliveries to ``owner``, by priority then seq.
 
         The attempt count is incremented here, in the same statement, so a consumer that
         crashes while handling a message still used up an attempt. ``lease_until`` must
         differ from the lease of every delivery ``owner`` already holds (a subscription's
-        leases only grow): it is how this claim's rows are found again. ``topic`` is the
-        queue's topic.
+        leases only grow): it is how this claim's rows are found again.
         """
         # Two statements, each its own transaction: nobody else touches rows leased to us.
         leased = self._db.execute(
@@ -402,9 +408,11 @@ class SqliteStore:
         ).rowcount
         self.write_transactions += 1
         if not leased:
-            return []
-        row = self._db.execute(_CLAIMED_BATCH, (queue_id, lease_until, owner)).fetchone()
-        return _claimed_messages(topic, *row)
+            return _NOTHING_CLAIMED
+        metadata, payloads = self._db.execute(
+            _CLAIMED_BATCH, (queue_id, lease_until, owner)
+        ).fetchone()
+        return ClaimedRows(leased, metadata, payloads)
 
     def extend_leases(
         self,

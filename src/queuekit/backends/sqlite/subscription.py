@@ -214,16 +214,15 @@ class SqliteSubscription(Subscription):
         claimed = await self._database.call(
             lambda store: store.claim(
                 self.queue_id,
-                self.topic,
                 owner=self.owner,
                 limit=limit,
                 now=now,
                 lease_until=lease_until,
             )
         )
-        self._backlog = len(claimed) == limit
+        self._backlog = claimed.leased == limit
         held, buffer = self._held, self._buffer
-        for seq, message in claimed:
+        for seq, message in claimed.messages(self.topic):
             held.add(seq)
             buffer.append(SqliteDelivery(self, seq, message))
 
