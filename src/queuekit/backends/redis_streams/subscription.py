@@ -1,7 +1,8 @@
 """Consuming one (topic, group): a background fetch loop, lease extension, deliveries.
 
 The fetch loop keeps up to ``prefetch`` entries leased to this consumer (fetched and not
-returned, or returned and not settled). Each batch takes: entries other consumers abandoned
+returned, or returned and not settled), fetching at most half of that per batch. Each batch
+takes: entries other consumers abandoned
 (XAUTOCLAIM, at most every ``claim_interval``); then new ones - the PLAN script moves due
 delayed messages and counts what waits in each stream, and plain XREADGROUPs (one write)
 take exactly that many, retries first, then priority 9 down to 0; and when there is
@@ -143,6 +144,9 @@ class RedisSubscription(Subscription):
         self.consumer = consumer
         self._broker = broker
         self._prefetch = prefetch
+        # A batch takes at most half the prefetch, and the next one is fetched once half is
+        # free: while the worker handles one half, the other is on its way. Batches of all
+        # the free room left the worker idle for a round trip after each burst of handling.
         self._refill_at = max(1, prefetch // 2)
         self._streams = self.keys.read_order(group)
         self._plan_keys = [self.keys.delayed, self.keys.group_delayed(group), *self._streams]
@@ -290,7 +294,7 @@ class RedisSubscription(Subscription):
             await self._room.wait()
 
     async def _fetch_batch(self) -> None:
-        free = self._prefetch - self._leased
+        free = min(self._prefetch - self._leased, self._refill_at)
         scripts, group = self._broker.scripts, self.group
         now = time.monotonic()
         claimed = 0
