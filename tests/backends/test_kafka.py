@@ -22,6 +22,7 @@ from confluent_kafka.admin import AdminClient
 from brokers import require_broker
 from queuekit.backends import create_broker
 from queuekit.backends.kafka import KafkaBroker
+from queuekit.backends.kafka.consumer_thread import split_runs
 from queuekit.backends.kafka.delivery import KafkaDelivery
 from queuekit.backends.kafka.marks import FETCH_MARK_AHEAD, Mark, MarkBook
 from queuekit.backends.kafka.naming import base_topics, group_id, retry_topic
@@ -116,6 +117,61 @@ def test_the_ledger_commits_only_the_contiguous_handled_prefix() -> None:
     assert (ledger.position, ledger.unsettled) == (14, 0)
     # And a record fetched again (a refetch after a pause) is ignored
     assert not ledger.fetched(12)
+
+
+class _Consumed:
+    """What ``Consumer.consume()`` returns for one record or event (the methods read)."""
+
+    def __init__(self, topic: str, partition: int, offset: int, error: object = None) -> None:
+        self._where = (topic, partition, offset)
+        self._error = error
+
+    def error(self) -> object:
+        return self._error
+
+    def topic(self) -> str:
+        return self._where[0]
+
+    def partition(self) -> int:
+        return self._where[1]
+
+    def offset(self) -> int:
+        return self._where[2]
+
+
+def test_a_fetch_is_split_in_runs_of_one_partition_and_its_events() -> None:
+    # Given a fetch with records of two partitions, one coming back after the other, and an
+    # end-of-partition event among them
+    a0, a1 = _Consumed("orders", 0, 5), _Consumed("orders", 0, 6)
+    b0 = _Consumed("orders.prio3", 0, 7)
+    end = _Consumed("orders.prio3", 0, 8, error="end of partition")
+    a2 = _Consumed("orders", 0, 7)
+
+    # When it is split
+    runs, events = split_runs([a0, a1, b0, end, a2])
+
+    # Then each stretch of one partition is a run, in fetch order, and the event is apart
+    assert runs == [(("orders", 0), [a0, a1]), (("orders.prio3", 0), [b0]), (("orders", 0), [a2])]
+    assert events == [end]
+
+
+def test_the_ledger_takes_a_run_of_fetched_offsets_at_once() -> None:
+    # Given a ledger that has seen offsets 3 and 4
+    ledger = OffsetLedger()
+    assert ledger.next_offset == -1
+    ledger.fetched_run([3, 4])
+    assert ledger.next_offset == 5
+
+    # When a run with a gap (a compacted or transactional log) follows
+    ledger.fetched_run([5, 8])
+
+    # Then every offset waits to be settled, the gap included in the committed prefix
+    ledger.settled(3)
+    ledger.settled(5)
+    assert ledger.position == 4
+    ledger.settled(4)
+    assert ledger.position == 8
+    assert not ledger.fetched(6)
 
 
 def test_fetched_records_are_marked_at_fetch_within_reach_of_the_committed_position() -> None:

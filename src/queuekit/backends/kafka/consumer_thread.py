@@ -37,6 +37,9 @@ COMMITTED_TIMEOUT = 30.0  # seconds to read committed offsets on an assignment
 
 Command = tuple[str, list[Any], "Future[None] | None"]
 
+Run = tuple[Key, list[Any]]
+"""Consecutive records of one partition, as ``consume()`` returned them, in offset order."""
+
 
 class Owner(Protocol):
     """What the consumer thread reports to (the subscription, on the event loop)."""
@@ -47,8 +50,10 @@ class Owner(Protocol):
     @property
     def closed(self) -> bool: ...
 
-    def on_records(self, records: list[Any], marked: dict[Key, int]) -> None:
-        """Take consumed records; ``marked``: how far the marks of their partitions reach."""
+    def on_records(self, runs: list[Run], events: list[Any], marked: dict[Key, int]) -> None:
+        """Take consumed records, split in runs of one partition, and the error or
+        end-of-partition events among them; ``marked``: how far the marks of their
+        partitions reach."""
         ...
 
     def assigned(self, keys: list[Key], suspects: dict[Key, Mark]) -> None: ...
@@ -136,7 +141,8 @@ class ConsumerThread:
                     self._call(owner.fail, ConnectionLost(str(error)))
                     break
                 if records and not owner.closed:  # a closing subscription drops records
-                    self._call(owner.on_records, records, self._mark_fetched(records))
+                    runs, events = split_runs(records)
+                    self._call(owner.on_records, runs, events, self._mark_fetched(runs))
             self._apply_commands()
         except Exception as exc:  # the thread must always report its end
             log.exception("kafka consumer thread of %s/%s failed", owner.topic, owner.group)
@@ -181,19 +187,17 @@ class ConsumerThread:
                 log.debug("kafka %s of %s failed: %s", name, self._owner.topic, describe(exc))
             _resolve(done)
 
-    def _mark_fetched(self, records: list[Any]) -> dict[Key, int]:
+    def _mark_fetched(self, runs: list[Run]) -> dict[Key, int]:
         """Mark the records just fetched, with one synchronous commit for all their partitions,
         before the loop may deliver them; return how far each partition's mark now reaches
         (nothing if the commit failed: the loop then asks for marks itself)."""
         spans: dict[Key, list[int]] = {}
-        for record in records:
-            if record.error() is None:
-                key = (record.topic(), record.partition())
-                span = spans.get(key)
-                if span is None:
-                    spans[key] = [record.offset()] * 2
-                else:
-                    span[1] = record.offset()
+        for key, records in runs:
+            span = spans.get(key)
+            if span is None:
+                spans[key] = [records[0].offset(), records[-1].offset()]
+            else:
+                span[1] = records[-1].offset()
         book = self._book
         marks = [
             mark
@@ -247,6 +251,28 @@ class ConsumerThread:
             except KafkaException as exc:
                 log.warning("final commit of %s failed: %s", self._owner.topic, describe(exc))
         self._book.forget(keys)
+
+
+def split_runs(records: list[Any]) -> tuple[list[Run], list[Any]]:
+    """``consume()``'s records as runs of one partition, and its error or end-of-partition
+    events: the one pass over every record that both the marks and the loop need."""
+    runs: list[Run] = []
+    events: list[Any] = []
+    run: list[Any] = []
+    run_topic: str | None = None
+    run_partition = -1
+    for record in records:
+        if record.error() is not None:
+            events.append(record)
+            continue
+        topic = record.topic()
+        partition = record.partition()
+        if partition != run_partition or topic != run_topic:
+            run = []
+            runs.append(((topic, partition), run))
+            run_topic, run_partition = topic, partition
+        run.append(record)
+    return runs, events
 
 
 def _resolve(done: Future[None] | None) -> None:

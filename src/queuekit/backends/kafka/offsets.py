@@ -31,6 +31,16 @@ class OffsetLedger:
         self._next = offset + 1
         return True
 
+    @property
+    def next_offset(self) -> int:
+        """The lowest offset that :meth:`fetched` would take as new (-1 before any)."""
+        return -1 if self._next is None else self._next
+
+    def fetched_run(self, offsets: list[int]) -> None:
+        """Record a run of new offsets, increasing, each at least :attr:`next_offset`."""
+        self._pending.extend(offsets)
+        self._next = offsets[-1] + 1
+
     def settled(self, offset: int) -> None:
         """Record that ``offset`` was handled (acked, retried, dead-lettered or dropped)."""
         pending = self._pending

@@ -31,7 +31,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError
 
-from queuekit.backends.kafka.consumer_thread import ConsumerThread
+from queuekit.backends.kafka.consumer_thread import ConsumerThread, Run
 from queuekit.backends.kafka.delivery import KafkaDelivery
 from queuekit.backends.kafka.marks import Key, Mark
 from queuekit.backends.kafka.naming import PRIORITIES, delay_topic, lane_topic, retry_topic
@@ -140,7 +140,7 @@ class KafkaSubscription(Subscription):
         ]
         return offsets, all_settled
 
-    def on_records(self, records: list[Any], marked: dict[Key, int]) -> None:
+    def on_records(self, runs: list[Run], events: list[Any], marked: dict[Key, int]) -> None:
         if self._closed:
             return
         parts = self._parts
@@ -152,30 +152,27 @@ class KafkaSubscription(Subscription):
         topic = self.topic
         now = time.time()
         pause: list[Partition] = []
-        # consume() returns runs of records of one partition: each run is looked up once and
-        # queued at once.
-        run: list[KafkaDelivery] = []
-        run_key: Key | None = None
-        part: Partition | None = None
-        for record in records:
-            if record.error() is not None:
-                self._on_event(record)
+        for key, records in runs:
+            part = parts.get(key)
+            if part is None:
                 continue
-            key = (record.topic(), record.partition())
-            if key != run_key:
-                if run:
-                    self._queue(run, now, pause)
-                    run = []
-                run_key = key
-                part = parts.get(key)
-            offset = record.offset()
-            if part is None or not part.ledger.fetched(offset):
-                continue
-            run.append(
-                KafkaDelivery(self, part, offset, from_record(record, topic, part.priority, offset))
-            )
-        if run:
-            self._queue(run, now, pause)
+            ledger = part.ledger
+            priority = part.priority
+            fresh = ledger.next_offset
+            run: list[KafkaDelivery] = []
+            for record in records:
+                offset = record.offset()
+                if offset >= fresh:  # not a record fetched again after a seek
+                    run.append(
+                        KafkaDelivery(
+                            self, part, offset, from_record(record, topic, priority, offset)
+                        )
+                    )
+            if run:
+                ledger.fetched_run([delivery.offset for delivery in run])
+                self._queue(run, now, pause)
+        for event in events:
+            self._on_event(event)
         if pause:
             self._thread.command("pause", [p.topic_partition() for p in pause])
         self._wakeup.set()
