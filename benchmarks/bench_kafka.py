@@ -5,7 +5,9 @@ awaited once) and consumes them in a consumer group with a no-op handler, commit
 handling (raw: one async commit per consumed batch; queuekit: ``async for`` + ``ack``).
 Rounds of the two alternate; the table shows the median msgs/s of each phase and the ratio,
 and the CPU each side spent per message (process time, every thread, first publish -> last ack:
-on this shared machine the figure that moves least with the load).
+on this shared machine the figure that moves least with the load), also split by thread (the
+main thread, which runs queuekit's event loop; Python's other threads; librdkafka's): one GIL
+and one event loop thread bound queuekit, where the raw side spreads over its threads.
 
     scripts/brokers start kafka
     .venv/bin/python benchmarks/bench_kafka.py [--messages 20000] [--rounds 3]
@@ -15,7 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import os
 import statistics
+import threading
 import time
 import uuid
 
@@ -37,6 +42,39 @@ def fresh_topic(prefix: str) -> str:
 
 Rates = tuple[float, float, float, float]
 """(publish msgs/s, consume msgs/s, total msgs/s, CPU microseconds per message)"""
+
+CpuByThread = dict[str, float]
+"""CPU seconds by kind of thread: main, python (other Python threads), librdkafka."""
+
+_last_cpu: dict[str, CpuByThread] = {}  # each side's split of its latest round
+
+
+THREAD_KINDS = ("main", "python", "librdkafka")
+
+
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """Each live thread of this process: (kind, CPU seconds so far), by thread id."""
+    python = {thread.native_id for thread in threading.enumerate()}
+    ticks = os.sysconf("SC_CLK_TCK")
+    threads: dict[int, tuple[str, float]] = {}
+    for entry in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{entry}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:  # ended meanwhile
+            continue
+        tid = int(entry)
+        kind = "main" if tid == os.getpid() else "python" if tid in python else "librdkafka"
+        threads[tid] = (kind, (int(fields[11]) + int(fields[12])) / ticks)
+    return threads
+
+
+def cpu_split(before: dict[int, tuple[str, float]], count: int) -> CpuByThread:
+    """Microseconds per message by kind of thread since ``before`` (live threads only)."""
+    split: CpuByThread = collections.defaultdict(float)
+    for tid, (kind, seconds) in thread_cpu().items():
+        split[kind] += (seconds - before.get(tid, (kind, 0.0))[1]) / count * 1e6
+    return dict(split)
 
 
 def raw_round(count: int) -> Rates:
@@ -76,6 +114,7 @@ def raw_round(count: int) -> Rates:
             failures.append(error)
 
     cpu = time.process_time()
+    threads = thread_cpu()
     began = started = time.perf_counter()
     for _ in range(count):
         while True:
@@ -107,6 +146,7 @@ def raw_round(count: int) -> Rates:
             consumer.commit(asynchronous=True)
     finished = time.perf_counter()
     cpu_per_message = (time.process_time() - cpu) / count * 1e6
+    _last_cpu["raw"] = cpu_split(threads, count)
     consumer.close()
     for future in admin.delete_topics([topic]).values():
         future.result()
@@ -127,6 +167,7 @@ async def queuekit_round(count: int) -> Rates:
         await first.ack()
         messages = [Message(topic, PAYLOAD) for _ in range(count)]
         cpu = time.process_time()
+        threads = thread_cpu()
         began = started = time.perf_counter()
         await broker.publish(messages)
         publish_rate = count / (time.perf_counter() - started)
@@ -141,6 +182,7 @@ async def queuekit_round(count: int) -> Rates:
                 break
         finished = time.perf_counter()
         cpu_per_message = (time.process_time() - cpu) / count * 1e6
+        _last_cpu["queuekit"] = cpu_split(threads, count)
         await sub.close()
         await broker.delete_topic(topic)
     return publish_rate, count / (finished - started), count / (finished - began), cpu_per_message
@@ -161,6 +203,9 @@ def main() -> None:
             f"queuekit {ours[-1][2]:>9,.0f}  ratio {ours[-1][2] / raw[-1][2]:.2f}x  "
             f"CPU us/msg raw {raw[-1][3]:.1f} queuekit {ours[-1][3]:.1f}"
         )
+        for side, split in _last_cpu.items():
+            parts = "  ".join(f"{kind} {split.get(kind, 0.0):.1f}" for kind in THREAD_KINDS)
+            print(f"         {side:<9} CPU us/msg by thread: {parts}")
     print(f"\nKafka, {args.messages:,} x 1 KiB JSON, median of {args.rounds} rounds")
     print(f"{'phase':<10}{'raw msgs/s':>14}{'queuekit msgs/s':>18}{'ratio':>8}")
     for index, phase in enumerate(("publish", "consume", "total")):
