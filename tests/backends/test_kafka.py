@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +18,7 @@ import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from brokers import require_broker
+from brokers import ROOT, require_broker, start_broker, stop_own_broker
 from queuekit.backends import create_broker
 from queuekit.backends.kafka import KafkaBroker
 from queuekit.backends.kafka.consumer_thread import split_runs
@@ -42,8 +41,6 @@ from queuekit.testing.conformance import (
 
 HOST, PORT = "127.0.0.1", 9092
 BOOTSTRAP = f"{HOST}:{PORT}"
-ROOT = Path(__file__).resolve().parents[2]
-BROKERS_SCRIPT = os.environ.get("QUEUEKIT_BROKERS_SCRIPT", str(ROOT / "scripts" / "brokers"))
 
 
 @pytest.fixture
@@ -498,10 +495,6 @@ async def test_a_message_that_kills_its_consumer_counts_an_attempt_per_crash(
     assert max(int(n) for body, n in lines if body == "fine") <= 2
 
 
-def _brokers(command: str) -> None:
-    subprocess.run([BROKERS_SCRIPT, command, "kafka"], check=True, timeout=120, capture_output=True)
-
-
 @pytest.mark.timeout(300)
 async def test_a_kafka_restart_loses_nothing_that_was_acknowledged(
     kafka: Callable[..., KafkaBroker],
@@ -517,8 +510,8 @@ async def test_a_kafka_restart_loses_nothing_that_was_acknowledged(
         await delivery.ack()
 
     # When Kafka restarts and publishing goes on
-    await asyncio.to_thread(_brokers, "stop")
-    await asyncio.to_thread(_brokers, "start")
+    await asyncio.to_thread(stop_own_broker, "kafka")
+    await asyncio.to_thread(start_broker, "kafka")
     after = await publish_json(broker, topic, range(30, 60))
 
     # Then every message published before and after is delivered (acked ones at most again)

@@ -22,7 +22,7 @@ import aio_pika
 import httpx
 import pytest
 
-from brokers import require_broker
+from brokers import require_broker, start_broker, stop_own_broker
 from queuekit.backends import create_broker
 from queuekit.backends.rabbitmq import RabbitMQBroker
 from queuekit.backends.rabbitmq.management import management_url_for, vhost_of
@@ -390,14 +390,6 @@ async def test_dead_letter_listing_is_not_destructive(broker: RabbitMQBroker) ->
 # -- a restart of RabbitMQ -------------------------------------------------------------------
 
 
-async def brokers_script(*args: str) -> None:
-    process = await asyncio.create_subprocess_exec(
-        str(ROOT / "scripts" / "brokers"), *args, stdout=subprocess.DEVNULL
-    )
-    async with asyncio.timeout(120):
-        assert await process.wait() == 0, f"scripts/brokers {' '.join(args)} failed"
-
-
 @pytest.mark.timeout(180)
 async def test_a_restart_of_rabbitmq_loses_no_confirmed_message() -> None:
     require_broker("rabbitmq", "127.0.0.1", 5672)
@@ -434,11 +426,11 @@ async def test_a_restart_of_rabbitmq_loses_no_confirmed_message() -> None:
     try:
         # When RabbitMQ is restarted in the middle of the run
         await started.wait()
-        await brokers_script("stop", "rabbitmq")
+        await asyncio.to_thread(stop_own_broker, "rabbitmq")
         # (while it is down, a publish that may not wait fails: nothing is claimed published)
         with pytest.raises(ConnectionLost):
             await impatient.publish([Message.build(topic, "lost")])
-        await brokers_script("start", "rabbitmq")
+        await asyncio.to_thread(start_broker, "rabbitmq")
         async with asyncio.timeout(120):
             confirmed = await producing
 
