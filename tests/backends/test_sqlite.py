@@ -194,22 +194,6 @@ async def test_a_new_group_gets_one_copy_of_each_retained_message_in_order(
     assert (await broker.topic_stats("shared")).groups[2].lag == 3
 
 
-async def test_acks_queued_just_before_close_are_written_by_close(path: Path) -> None:
-    # Given three messages acked right before their broker closes
-    async with SqliteBroker(path) as first:
-        await first.publish([Message.build("closing", n) for n in range(3)])
-        sub = await first.subscribe("closing")
-        for _ in range(3):
-            await (await asyncio.wait_for(anext(sub), WAIT)).ack()
-
-    # When the file is opened again
-    async with SqliteBroker(path) as second:
-        stats = await second.topic_stats("closing")
-
-    # Then the acks were written: nothing is left to deliver
-    assert stats.groups[0].lag == 0
-
-
 async def test_an_ack_after_the_broker_closed_is_refused(path: Path) -> None:
     # Given a delivery whose broker has closed
     async with SqliteBroker(path) as broker:

@@ -126,6 +126,29 @@ class RetryConformance(ConformanceBase):
         assert (retry.message.id, retry.attempt) == (sent.id, 2)
         assert held.attempt == 1
 
+    async def test_acks_made_just_before_the_broker_closes_are_kept(
+        self, make_broker: BrokerFactory, topic: str
+    ) -> None:
+        # Given three deliveries acked right before their broker closes (acks may be
+        # batched: closing must write the ones still queued)
+        first = await make_broker()
+        sub = await first.subscribe(topic, "workers", prefetch=3)
+        await publish_json(first, topic, range(3))
+        for delivery in await collect(sub, 3):
+            await delivery.ack()
+        await first.close()
+
+        # When another consumer of the group comes, and one more message is published
+        second = await make_broker()
+        survivor = await second.subscribe(topic, "workers")
+        [after] = await publish_json(second, topic, ["after"])
+
+        # Then it gets only that message, even once every lease has expired
+        delivery = await next_delivery(survivor)
+        await delivery.ack()
+        assert (delivery.message.id, delivery.attempt) == (after.id, 1)
+        await assert_no_delivery(survivor, within=self.visibility_timeout + 1.0)
+
     async def test_attempts_survive_consumers_going_away(
         self, make_broker: BrokerFactory, topic: str
     ) -> None:
