@@ -194,17 +194,6 @@ async def test_a_new_group_gets_one_copy_of_each_retained_message_in_order(
     assert (await broker.topic_stats("shared")).groups[2].lag == 3
 
 
-async def test_an_ack_after_the_broker_closed_is_refused(path: Path) -> None:
-    # Given a delivery whose broker has closed
-    async with SqliteBroker(path) as broker:
-        await broker.publish([Message.build("late", 1)])
-        delivery = await asyncio.wait_for(anext(await broker.subscribe("late")), WAIT)
-
-    # When it is acked, Then the caller learns the ack cannot be written
-    with pytest.raises(BrokerUnavailable, match="closed"):
-        await delivery.ack()
-
-
 async def test_the_wal_is_copied_into_the_database_file_in_the_background(
     broker: SqliteBroker, path: Path
 ) -> None:

@@ -100,8 +100,8 @@ class RedisDelivery(Delivery):
         """Queue the acknowledgement for the broker's next batch and return (see settle.py)."""
         if self._settled:
             raise RuntimeError(f"delivery of message {self._message.id} is already settled")
-        self._settled = True
         self._sub.acknowledge(self.ref)
+        self._settled = True
 
     async def nack(self, delay: float = 0.0) -> None:
         if not delay >= 0 or math.isinf(delay):
@@ -210,7 +210,12 @@ class RedisSubscription(Subscription):
             await self._give_back()
 
     def acknowledge(self, ref: Ref) -> None:
-        """Queue the ack of the entry ``ref``; its lease ends now."""
+        """Queue the ack of the entry ``ref``; its lease ends now.
+
+        Raises:
+            BrokerUnavailable: the broker is closed (the entry is redelivered to the group).
+        """
+        self._broker.client  # noqa: B018  (raises BrokerUnavailable when not connected)
         self._acks.add(*ref)
         self._unsettled.discard(ref)
         self._room.set()

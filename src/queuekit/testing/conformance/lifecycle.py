@@ -104,6 +104,22 @@ class LifecycleConformance(ConformanceBase):
         with pytest.raises(BrokerUnavailable, match="not connected"):
             await broker.subscribe(topic)
 
+    async def test_settling_after_the_broker_closed_is_refused(
+        self, make_broker: BrokerFactory, topic: str
+    ) -> None:
+        # Given deliveries whose broker has closed
+        broker = await make_broker()
+        sub = await broker.subscribe(topic, prefetch=2)
+        await publish_json(broker, topic, ["one", "two"])
+        first, second = await collect(sub, 2)
+        await broker.close()
+
+        # When they are settled, Then the caller learns the settlement cannot be made
+        with pytest.raises(BrokerUnavailable):
+            await first.ack()
+        with pytest.raises(BrokerUnavailable):
+            await second.nack()
+
     async def test_ping_answers_while_connected_only(self, make_broker: BrokerFactory) -> None:
         # Given a connected broker, When pinged, Then it answers
         broker = await make_broker()
