@@ -180,7 +180,7 @@ class Message:
                         "are reserved"
                     )
         now = time.time()
-        return _restore(
+        return Message.restore(
             topic,
             codec.encode(payload),
             message_id or new_message_id(),
@@ -211,7 +211,11 @@ class Message:
         ``object.__setattr__`` per field). Fields must already be valid: use
         :meth:`build` for anything that comes from a user.
         """
-        return _restore(topic, payload, id, headers, key, priority, not_before, attempt, created_at)
+        message: Any = _UnfrozenMessage(
+            topic, payload, id, headers, key, priority, not_before, attempt, created_at
+        )
+        message.__class__ = Message  # see _UnfrozenMessage
+        return message  # type: ignore[no-any-return]
 
     def json(self) -> Any:
         """The payload decoded from JSON (raises :class:`InvalidMessage` if it is not JSON)."""
@@ -219,7 +223,7 @@ class Message:
 
     def with_attempt(self, attempt: int) -> Message:
         """A copy of this message with ``attempt`` set (backends call this on delivery)."""
-        return _restore(
+        return Message.restore(
             self.topic,
             self.payload,
             self.id,
@@ -263,24 +267,6 @@ class _UnfrozenMessage:
         self.not_before = not_before
         self.attempt = attempt
         self.created_at = created_at
-
-
-def _restore(
-    topic: str,
-    payload: bytes,
-    id: str,
-    headers: Mapping[str, str],
-    key: str | None,
-    priority: int,
-    not_before: float | None,
-    attempt: int,
-    created_at: float,
-) -> Message:
-    message: Any = _UnfrozenMessage(
-        topic, payload, id, headers, key, priority, not_before, attempt, created_at
-    )
-    message.__class__ = Message
-    return message  # type: ignore[no-any-return]
 
 
 def check_priority(priority: int) -> int:
