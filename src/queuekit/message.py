@@ -211,9 +211,16 @@ class Message:
         ``object.__setattr__`` per field). Fields must already be valid: use
         :meth:`build` for anything that comes from a user.
         """
-        message: Any = _UnfrozenMessage(
-            topic, payload, id, headers, key, priority, not_before, attempt, created_at
-        )
+        message: Any = _new_unfrozen(_UnfrozenMessage)
+        message.topic = topic
+        message.payload = payload
+        message.id = id
+        message.headers = headers
+        message.key = key
+        message.priority = priority
+        message.not_before = not_before
+        message.attempt = attempt
+        message.created_at = created_at
         message.__class__ = Message  # see _UnfrozenMessage
         return message  # type: ignore[no-any-return]
 
@@ -242,31 +249,12 @@ class Message:
 # classes whose slots are the same. Plain attribute stores cost a fraction of the frozen
 # ``__init__`` (``object.__setattr__`` per field) and half of calling each slot's descriptor.
 class _UnfrozenMessage:
-    """A :class:`Message` being built: the same slots, writable."""
+    """A :class:`Message` being built: the same slots, writable (filled by ``restore``)."""
 
     __slots__ = Message.__slots__
 
-    def __init__(
-        self,
-        topic: str,
-        payload: bytes,
-        id: str,
-        headers: Mapping[str, str],
-        key: str | None,
-        priority: int,
-        not_before: float | None,
-        attempt: int,
-        created_at: float,
-    ) -> None:
-        self.topic = topic
-        self.payload = payload
-        self.id = id
-        self.headers = headers
-        self.key = key
-        self.priority = priority
-        self.not_before = not_before
-        self.attempt = attempt
-        self.created_at = created_at
+
+_new_unfrozen = object.__new__
 
 
 def check_priority(priority: int) -> int:
