@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from queuekit.backends.sqlite import switching
 from queuekit.backends.sqlite.checkpoint import Checkpointer
 from queuekit.backends.sqlite.store import SqliteStore
 from queuekit.errors import BrokerError, BrokerUnavailable
@@ -44,12 +45,34 @@ def map_error(exc: sqlite3.Error, failure: type[BrokerError]) -> BrokerError:
     return failure(f"SQLite store failed: {exc}")
 
 
-class Database:
-    """A :class:`SqliteStore` on its own thread; ``call`` runs a function on it."""
+def _run(
+    function: Callable[[SqliteStore], T],
+    store: SqliteStore,
+    checkpointer: Checkpointer,
+    failure: type[BrokerError],
+) -> T:
+    """``function(store)`` on the database thread, its sqlite3 errors mapped."""
+    try:
+        return function(store)
+    except sqlite3.Error as exc:
+        raise map_error(exc, failure) from exc
+    finally:
+        checkpointer.wrote()
 
-    def __init__(self, path: Path, *, busy_timeout: float) -> None:
+
+class Database:
+    """A :class:`SqliteStore` on its own thread; ``call`` runs a function on it.
+
+    While open it holds the interpreter's switch interval at ``switch_interval`` seconds
+    at most (None leaves it alone), see :mod:`queuekit.backends.sqlite.switching`.
+    """
+
+    def __init__(
+        self, path: Path, *, busy_timeout: float, switch_interval: float | None = None
+    ) -> None:
         self.path = path
         self._busy_timeout = busy_timeout
+        self._switch_interval = switch_interval
         self._executor: ThreadPoolExecutor | None = None
         self._store: SqliteStore | None = None
         self._checkpointer: Checkpointer | None = None
@@ -89,6 +112,8 @@ class Database:
         self._executor = executor
         self._checkpointer = Checkpointer(self.path)
         self._checkpointer.start()
+        if self._switch_interval is not None:
+            switching.hold(self._switch_interval)
 
     async def call(
         self, function: Callable[[SqliteStore], T], *, failure: type[BrokerError] = BrokerError
@@ -100,16 +125,26 @@ class Database:
                 timeout, or the file became unusable.
             failure: any other SQLite error.
         """
+        return await self.submit(function, failure=failure)
+
+    def submit(
+        self, function: Callable[[SqliteStore], T], *, failure: type[BrokerError] = BrokerError
+    ) -> asyncio.Future[T]:
+        """Hand ``function(store)`` to the database thread now; its result comes later.
+
+        Unlike a task that awaits :meth:`call`, the job is queued before this returns, not
+        once the event loop gets round to the task's first step: a claim made ahead then
+        runs while the loop handles the batch before it.
+
+        Raises:
+            BrokerUnavailable: not open (at once); the future fails as :meth:`call` does.
+        """
         store = self.store
         assert self._executor is not None
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, function, store)
-        except sqlite3.Error as exc:
-            raise map_error(exc, failure) from exc
-        finally:
-            if self._checkpointer is not None:
-                self._checkpointer.wrote()
+        assert self._checkpointer is not None
+        return asyncio.get_running_loop().run_in_executor(
+            self._executor, _run, function, store, self._checkpointer, failure
+        )
 
     async def close(self) -> None:
         """Close the connection and stop the thread; idempotent."""
@@ -119,6 +154,8 @@ class Database:
             await asyncio.to_thread(checkpointer.stop)
         if store is None or executor is None:
             return
+        if self._switch_interval is not None:
+            switching.let_go(self._switch_interval)
         try:
             await asyncio.get_running_loop().run_in_executor(executor, store.close)
         finally:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from queuekit.backends.sqlite.database import Database
-from queuekit.backends.sqlite.store import Settlement
+from queuekit.backends.sqlite.store import ClaimedRows, Settlement
 from queuekit.broker import Delivery, Subscription
 from queuekit.errors import BrokerError, BrokerUnavailable
 from queuekit.message import Message, dead_letter_headers
@@ -165,7 +165,7 @@ class SqliteSubscription(Subscription):
             self._wakeup.clear()
             claiming = self._claiming
             if claiming is None and len(self._held) < self.prefetch:
-                claiming = self._claiming = asyncio.create_task(self._claim())
+                claiming = self._claiming = self._start_claim()
             if claiming is not None:
                 # Waited on, not awaited: if this caller is cancelled, the claimed rows
                 # still reach the buffer (and are released by close) instead of waiting
@@ -199,19 +199,35 @@ class SqliteSubscription(Subscription):
             and len(self._buffer) <= self._low_water
             and self.prefetch - len(self._held) >= self._low_water
         ):
-            self._claiming = asyncio.create_task(self._claim())
+            self._claiming = self._start_claim()
 
-    async def _claim(self) -> None:
-        """Claim up to half the prefetch (if free) into the buffer (checking first if idle)."""
+    def _start_claim(self) -> asyncio.Task[None]:
+        """A task claiming up to half the prefetch (if free) into the buffer.
+
+        With a backlog the claim reaches the database thread before this returns: a task's
+        first step waits for the event loop's next round, which a lane handling a run of
+        deliveries without suspending can postpone until the whole batch is handled, and
+        the claim made ahead would then run while the loop sits idle.
+        """
+        if self._backlog and self._database.is_open:
+            return asyncio.create_task(self._receive(*self._submit_claim(time.time())))
+        return asyncio.create_task(self._claim_when_due())
+
+    async def _claim_when_due(self) -> None:
+        """Check whether anything is claimable, and if so claim it."""
         now = time.time()
         if not self._backlog:
             due = await self._database.call(lambda store: store.next_visible(self.queue_id))
             self._next_visible = due
             if due is None or due > now or self._closed:
                 return
+        await self._receive(*self._submit_claim(now))
+
+    def _submit_claim(self, now: float) -> tuple[int, asyncio.Future[ClaimedRows]]:
+        """Hand a claim to the database thread: its limit, and its rows to come."""
         limit = min(self.prefetch - len(self._held), self._claim_size)
         lease_until = self._next_lease(now)
-        claimed = await self._database.call(
+        rows = self._database.submit(
             lambda store: store.claim(
                 self.queue_id,
                 owner=self.owner,
@@ -220,6 +236,11 @@ class SqliteSubscription(Subscription):
                 lease_until=lease_until,
             )
         )
+        return limit, rows
+
+    async def _receive(self, limit: int, rows: asyncio.Future[ClaimedRows]) -> None:
+        """Buffer the deliveries of a claim of up to ``limit``."""
+        claimed = await rows
         self._backlog = claimed.leased == limit
         held, buffer = self._held, self._buffer
         for seq, message in claimed.messages(self.topic):
