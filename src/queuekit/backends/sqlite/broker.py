@@ -23,6 +23,7 @@ from typing import ClassVar
 from queuekit.backends.sqlite.database import Database
 from queuekit.backends.sqlite.store import Settlement
 from queuekit.backends.sqlite.subscription import LeaseSettings, SqliteSubscription
+from queuekit.backends.sqlite.switching import DEFAULT_SWITCH_INTERVAL
 from queuekit.batching import GroupCommitter, WriteBehind
 from queuekit.broker import Admin, Broker, Features, TopicStats
 from queuekit.errors import BrokerUnavailable, InvalidMessage, PublishError
@@ -51,6 +52,10 @@ class SqliteBroker(Broker, Admin):
             (publishes in this process wake subscriptions at once).
         busy_timeout: seconds to wait for another process's write lock before giving up
             with :class:`~queuekit.errors.BrokerUnavailable`.
+        switch_interval: while connected, the interpreter's thread switch interval is at
+            most this many seconds (restored on close), so that the event loop and the
+            database thread hand the GIL to each other quickly
+            (see :mod:`queuekit.backends.sqlite.switching`); None leaves it alone.
     """
 
     backend: ClassVar[str] = "sqlite"
@@ -71,7 +76,12 @@ class SqliteBroker(Broker, Admin):
         visibility_timeout: float = 30.0,
         poll_interval: float = 0.05,
         busy_timeout: float = 5.0,
+        switch_interval: float | None = DEFAULT_SWITCH_INTERVAL,
     ) -> None:
+        if switch_interval is not None and not 0 < switch_interval < 1:
+            raise ValueError(
+                f"switch_interval must be between 0 and 1 second (or None), not {switch_interval!r}"
+            )
         for name, value in (
             ("visibility_timeout", visibility_timeout),
             ("poll_interval", poll_interval),
@@ -81,7 +91,9 @@ class SqliteBroker(Broker, Admin):
                 raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
         self.path = Path(path)
         self._timing = LeaseSettings(visibility_timeout, poll_interval)
-        self._database = Database(self.path, busy_timeout=busy_timeout)
+        self._database = Database(
+            self.path, busy_timeout=busy_timeout, switch_interval=switch_interval
+        )
         self._publisher = GroupCommitter[Message](self._write_messages)
         self._settler = GroupCommitter[Settlement](self._write_settlements)
         self._acks = WriteBehind[int](self._write_acks, self._acks_failed)
