@@ -19,6 +19,7 @@ import pytest
 
 from queuekit.backends import create_broker
 from queuekit.backends.sqlite import SqliteBroker, from_settings
+from queuekit.backends.sqlite.schema import SCHEMA_VERSION
 from queuekit.backends.sqlite.store import SqliteStore
 from queuekit.errors import BrokerUnavailable, InvalidMessage
 from queuekit.message import Message
@@ -595,7 +596,76 @@ async def test_a_version_1_file_is_migrated_without_losing_anything(path: Path) 
     assert [(letter.message.id, letter.reason) for letter in letters] == [("m0", "bad")]
     # And the file is at the current layout
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-    assert {"queues", "deliveries", "deliveries_due"} <= tables
-    assert not {"groups", "messages", "deliveries_v1"} & tables
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    assert set(CURRENT_DELIVERY_INDEXES) | {"queues", "deliveries"} <= names
+    assert not {"groups", "messages", "deliveries_v1", "deliveries_due"} & names
+
+
+# The layout of schema version 2 (queuekit 0.1.0 before partial indexes), verbatim.
+SCHEMA_V2 = """
+CREATE TABLE queues (
+    queue_id INTEGER PRIMARY KEY, topic TEXT NOT NULL, grp TEXT NOT NULL,
+    created_at REAL NOT NULL, UNIQUE (topic, grp)
+);
+CREATE TABLE deliveries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, queue_id INTEGER NOT NULL,
+    priority INTEGER NOT NULL, visible_at REAL NOT NULL, attempts INTEGER NOT NULL,
+    lease_owner TEXT, id TEXT NOT NULL, payload BLOB NOT NULL, headers BLOB, key TEXT,
+    not_before REAL, created_at REAL NOT NULL, message_seq INTEGER
+);
+CREATE INDEX deliveries_claim_order ON deliveries (queue_id, priority DESC, seq, visible_at);
+CREATE INDEX deliveries_due ON deliveries (queue_id, visible_at);
+CREATE TABLE consumers (
+    owner TEXT PRIMARY KEY, topic TEXT NOT NULL, grp TEXT NOT NULL, seen_until REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE dead_letters (
+    dl_seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, id TEXT NOT NULL,
+    payload BLOB NOT NULL, headers BLOB NOT NULL, key TEXT, priority INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX dead_letters_by_topic ON dead_letters (topic, dl_seq);
+PRAGMA user_version = 2;
+"""
+CURRENT_DELIVERY_INDEXES = ("deliveries_ready", "deliveries_waiting", "deliveries_leased")
+
+
+async def test_a_version_2_file_is_migrated_with_every_delivery_in_its_state(path: Path) -> None:
+    # Given a version-2 file with four deliveries of one group: m1 ready, m2 delayed until a
+    # moment ago, m3 leased by a consumer whose lease expired, m4 leased for another hour
+    now = time.time()
+    with sqlite3.connect(path) as db:
+        db.executescript(SCHEMA_V2)
+        db.execute("INSERT INTO queues VALUES (1, 'orders', 'default', 1.0)")
+        db.executemany(
+            "INSERT INTO deliveries (seq, queue_id, priority, visible_at, attempts, lease_owner,"
+            " id, payload, not_before, created_at) VALUES (?, 1, 0, ?, ?, ?, ?, '{}', ?, 1.0)",
+            [
+                (1, 0.0, 0, None, "m1", None),
+                (2, now - 1, 0, None, "m2", now - 1),
+                (3, now - 1, 1, "dead", "m3", None),
+                (4, now + 3600, 1, "alive", "m4", None),
+            ],
+        )
+
+    # When a broker opens it and a consumer takes what it can
+    async with SqliteBroker(path) as broker:
+        consumer = await broker.subscribe("orders", prefetch=10)
+        async with asyncio.timeout(WAIT):
+            deliveries = [await anext(consumer) for _ in range(3)]
+        stats = await broker.topic_stats("orders")
+
+    # Then the ready, the due and the expired one come, in publish order, the expired one at
+    # attempt 2; the one still leased does not, and is counted as in flight
+    assert [(d.message.id, d.attempt) for d in deliveries] == [("m1", 1), ("m2", 1), ("m3", 2)]
+    assert [(g.lag, g.in_flight) for g in stats.groups] == [(4, 4)]
+    # And the file has the current indexes only
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        indexes = {
+            row[0]
+            for row in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'deliveries'"
+            )
+        }
+    assert indexes == set(CURRENT_DELIVERY_INDEXES)

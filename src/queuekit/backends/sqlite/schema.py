@@ -12,19 +12,24 @@ Tables:
   never reused: a stale consumer settling an old ``seq`` can never touch a newer delivery.
   A message's copies share its publish position: ``message_seq`` is the seq of its first
   copy (NULL on that copy itself), which orders what a new group inherits.
-  ``visible_at`` is when the row can next be claimed: the ready time (``not_before`` or a
-  retry delay) while unleased, the lease expiry while leased. One column makes both
-  "claimable now" and "when is the next one due" single index range checks.
+  ``visible_at`` is when the row can next be claimed: 0 when it is ready now, the ready
+  time (``not_before``, a retry delay) while it waits, the lease expiry while leased.
+  Three partial indexes split the rows by state, so each step of a message's life touches
+  one index entry or two: ready rows in claim order, waiting rows by due time, leased rows
+  by lease expiry. A claim first moves the due waiting rows and expired leases into the
+  ready state, then leases the head of the claim order, which never holds rows that are
+  leased or waiting.
 * ``consumers``: open subscriptions and until when they were last seen (for stats).
 * ``dead_letters``: dead-lettered messages with their ``x-dlq-*`` headers.
 
 Version 1 kept messages in a table of their own and one delivery row per group pointing at
-them; :data:`MIGRATIONS` moves such a file to the current layout in one transaction.
+them; version 2 had two indexes over every delivery. :data:`MIGRATIONS` moves such a file to
+the current layout in one transaction.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queues (
@@ -50,12 +55,15 @@ CREATE TABLE IF NOT EXISTS deliveries (
     created_at REAL NOT NULL,
     message_seq INTEGER
 );
--- Claim order: highest priority first, then publish order. visible_at is covered, so a
--- claim reads the table only for the rows it takes.
-CREATE INDEX IF NOT EXISTS deliveries_claim_order
-    ON deliveries (queue_id, priority DESC, seq, visible_at);
--- "Is anything due, and when is the next one?" in O(log n), and a claim's rows.
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (queue_id, visible_at);
+-- Ready rows in claim order: highest priority first, then publish order.
+CREATE INDEX IF NOT EXISTS deliveries_ready
+    ON deliveries (queue_id, priority DESC, seq) WHERE lease_owner IS NULL AND visible_at = 0;
+-- Waiting rows (delayed publishes, retries) by due time.
+CREATE INDEX IF NOT EXISTS deliveries_waiting
+    ON deliveries (queue_id, visible_at) WHERE lease_owner IS NULL AND visible_at > 0;
+-- Leased rows by lease expiry: a claim's rows, and the leases of consumers that died.
+CREATE INDEX IF NOT EXISTS deliveries_leased
+    ON deliveries (queue_id, visible_at) WHERE lease_owner IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS consumers (
     owner TEXT PRIMARY KEY,
@@ -77,9 +85,10 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 CREATE INDEX IF NOT EXISTS dead_letters_by_topic ON dead_letters (topic, dl_seq);
 """
 
-# From version 1 (``messages`` + ``groups`` + ``deliveries`` keyed by names): statements run
-# in order, in the migrating transaction, before SCHEMA creates whatever is still missing.
+# From each older version to the next: statements run in order, in the migrating transaction,
+# before SCHEMA creates whatever is still missing.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # Version 1: ``messages`` + ``groups`` + ``deliveries`` keyed by names.
     1: (
         "DROP INDEX IF EXISTS messages_by_topic",
         "DROP INDEX IF EXISTS deliveries_claim_order",
@@ -108,6 +117,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "DROP TABLE deliveries_v1",
         "DROP TABLE groups",
         "DROP TABLE messages",
+    ),
+    # Version 2: the same tables, two indexes over every delivery (SCHEMA adds the new ones).
+    2: (
+        "DROP INDEX IF EXISTS deliveries_claim_order",
+        "DROP INDEX IF EXISTS deliveries_due",
     ),
 }
 

@@ -137,7 +137,7 @@ _CLAIMED_BATCH = (
     " iif(not_before IS NULL, NULL, printf('%!.17g', not_before)),"
     " printf('%!.17g', created_at), attempts)),"
     " CAST(group_concat(payload, '') AS BLOB)"
-    " FROM deliveries INDEXED BY deliveries_due"
+    " FROM deliveries INDEXED BY deliveries_leased"
     " WHERE queue_id = ? AND visible_at = ? AND lease_owner = ?"
 )
 
@@ -188,6 +188,32 @@ class ClaimedRows(NamedTuple):
 
 
 _NOTHING_CLAIMED = ClaimedRows(0, "[]", b"")
+
+# Waiting rows that are due and leases that expired become ready (see schema.py): both are
+# range scans of their partial index, empty most of the time.
+_MAKE_DUE_READY = (
+    "UPDATE deliveries SET lease_owner = NULL, visible_at = 0 WHERE seq IN ("
+    " SELECT seq FROM deliveries INDEXED BY deliveries_waiting"
+    "  WHERE queue_id = ?1 AND lease_owner IS NULL AND visible_at > 0 AND visible_at <= ?2"
+    " UNION ALL SELECT seq FROM deliveries INDEXED BY deliveries_leased"
+    "  WHERE queue_id = ?1 AND lease_owner IS NOT NULL AND visible_at <= ?2)"
+)
+# The head of the claim order: leased and waiting rows are not in deliveries_ready at all.
+_CLAIM = (
+    "UPDATE deliveries SET lease_owner = ?1, visible_at = ?2, attempts = attempts + 1"
+    " WHERE seq IN ("
+    "  SELECT seq FROM deliveries INDEXED BY deliveries_ready"
+    "  WHERE queue_id = ?3 AND lease_owner IS NULL AND visible_at = 0"
+    "  ORDER BY priority DESC, seq LIMIT ?4)"
+)
+_NEXT_VISIBLE = (
+    "SELECT EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_ready"
+    "  WHERE queue_id = ?1 AND lease_owner IS NULL AND visible_at = 0),"
+    " (SELECT min(visible_at) FROM deliveries INDEXED BY deliveries_waiting"
+    "  WHERE queue_id = ?1 AND lease_owner IS NULL AND visible_at > 0),"
+    " (SELECT min(visible_at) FROM deliveries INDEXED BY deliveries_leased"
+    "  WHERE queue_id = ?1 AND lease_owner IS NOT NULL)"
+)
 
 
 def _message_from_row(row: Sequence[Any], attempt: int = 1) -> Message:
@@ -380,33 +406,34 @@ class SqliteStore:
         self._db.execute("DELETE FROM consumers WHERE seen_until < ?", (now,))
 
     def next_visible(self, queue_id: int) -> float | None:
-        """When the queue's next delivery becomes claimable (may be in the past), or None."""
-        row = self._db.execute(
-            "SELECT min(visible_at) FROM deliveries WHERE queue_id = ?", (queue_id,)
-        ).fetchone()
-        value: float | None = row[0]
-        return value
+        """When the queue's next delivery becomes claimable (may be in the past), or None.
+
+        0.0 when a delivery is ready now; otherwise the earliest due time of a waiting
+        delivery or of a lease.
+        """
+        ready, waiting, leased = self._db.execute(_NEXT_VISIBLE, (queue_id,)).fetchone()
+        if ready:
+            return 0.0
+        due = [value for value in (waiting, leased) if value is not None]
+        return min(due) if due else None
 
     def claim(
         self, queue_id: int, *, owner: str, limit: int, now: float, lease_until: float
     ) -> ClaimedRows:
         """Lease up to ``limit`` claimable deliveries to ``owner``, by priority then seq.
 
-        The attempt count is incremented here, in the same statement, so a consumer that
-        crashes while handling a message still used up an attempt. ``lease_until`` must
-        differ from the lease of every delivery ``owner`` already holds (a subscription's
-        leases only grow): it is how this claim's rows are found again.
+        Claimable: ready, waiting until ``now`` or earlier, or leased until ``now`` or
+        earlier (their consumer died). The attempt count is incremented here, in the same
+        statement, so a consumer that crashes while handling a message still used up an
+        attempt. ``lease_until`` must differ from the lease of every delivery ``owner``
+        already holds (a subscription's leases only grow): it is how this claim's rows are
+        found again.
         """
-        # Two statements, each its own transaction: nobody else touches rows leased to us.
-        leased = self._db.execute(
-            "UPDATE deliveries SET lease_owner = ?1, visible_at = ?2, attempts = attempts + 1"
-            " WHERE seq IN ("
-            "   SELECT seq FROM deliveries INDEXED BY deliveries_claim_order"
-            "   WHERE queue_id = ?3 AND visible_at <= ?4"
-            "   ORDER BY priority DESC, seq LIMIT ?5)",
-            (owner, lease_until, queue_id, now, limit),
-        ).rowcount
-        self.write_transactions += 1
+        # Each statement is a transaction of its own: nobody else touches rows leased to
+        # us, and making due rows ready twice (a concurrent claim) changes nothing.
+        self._db.execute(_MAKE_DUE_READY, (queue_id, now))
+        leased = self._db.execute(_CLAIM, (owner, lease_until, queue_id, limit)).rowcount
+        self.write_transactions += 2
         if not leased:
             return _NOTHING_CLAIMED
         metadata, payloads = self._db.execute(
@@ -441,9 +468,9 @@ class SqliteStore:
         with self._write() as db:
             db.execute(
                 "UPDATE deliveries"
-                " SET lease_owner = NULL, visible_at = ?, attempts = max(attempts - 1, 0)"
+                " SET lease_owner = NULL, visible_at = 0, attempts = max(attempts - 1, 0)"
                 " WHERE seq IN (SELECT value FROM json_each(?)) AND lease_owner = ?",
-                (now, _json_array(seqs), owner),
+                (_json_array(seqs), owner),
             )
             db.execute("DELETE FROM consumers WHERE owner = ?", (owner,))
 
