@@ -511,8 +511,21 @@ def test_a_claim_returns_only_its_own_rows_when_the_clock_stands_still(path: Pat
         store.close()
 
 
+# The tables every schema version has had, verbatim.
+UNCHANGED_SINCE_V1 = """
+CREATE TABLE consumers (
+    owner TEXT PRIMARY KEY, topic TEXT NOT NULL, grp TEXT NOT NULL, seen_until REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE dead_letters (
+    dl_seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, id TEXT NOT NULL,
+    payload BLOB NOT NULL, headers BLOB NOT NULL, key TEXT, priority INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX dead_letters_by_topic ON dead_letters (topic, dl_seq);
+"""
 # The layout of schema version 1 (queuekit 0.1.0 before the queue-id layout), verbatim.
-SCHEMA_V1 = """
+SCHEMA_V1 = (
+    """
 CREATE TABLE messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, topic TEXT NOT NULL,
     payload BLOB NOT NULL, headers BLOB, key TEXT, priority INTEGER NOT NULL,
@@ -529,17 +542,10 @@ CREATE TABLE deliveries (
 ) WITHOUT ROWID;
 CREATE INDEX deliveries_claim_order ON deliveries (topic, grp, priority DESC, seq, visible_at);
 CREATE INDEX deliveries_due ON deliveries (topic, grp, visible_at);
-CREATE TABLE consumers (
-    owner TEXT PRIMARY KEY, topic TEXT NOT NULL, grp TEXT NOT NULL, seen_until REAL NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE dead_letters (
-    dl_seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, id TEXT NOT NULL,
-    payload BLOB NOT NULL, headers BLOB NOT NULL, key TEXT, priority INTEGER NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE INDEX dead_letters_by_topic ON dead_letters (topic, dl_seq);
-PRAGMA user_version = 1;
 """
+    + UNCHANGED_SINCE_V1
+    + "PRAGMA user_version = 1;"
+)
 
 
 async def test_a_version_1_file_is_migrated_without_losing_anything(path: Path) -> None:
@@ -603,7 +609,8 @@ async def test_a_version_1_file_is_migrated_without_losing_anything(path: Path) 
 
 
 # The layout of schema version 2 (queuekit 0.1.0 before partial indexes), verbatim.
-SCHEMA_V2 = """
+SCHEMA_V2 = (
+    """
 CREATE TABLE queues (
     queue_id INTEGER PRIMARY KEY, topic TEXT NOT NULL, grp TEXT NOT NULL,
     created_at REAL NOT NULL, UNIQUE (topic, grp)
@@ -616,17 +623,10 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_claim_order ON deliveries (queue_id, priority DESC, seq, visible_at);
 CREATE INDEX deliveries_due ON deliveries (queue_id, visible_at);
-CREATE TABLE consumers (
-    owner TEXT PRIMARY KEY, topic TEXT NOT NULL, grp TEXT NOT NULL, seen_until REAL NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE dead_letters (
-    dl_seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, id TEXT NOT NULL,
-    payload BLOB NOT NULL, headers BLOB NOT NULL, key TEXT, priority INTEGER NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE INDEX dead_letters_by_topic ON dead_letters (topic, dl_seq);
-PRAGMA user_version = 2;
 """
+    + UNCHANGED_SINCE_V1
+    + "PRAGMA user_version = 2;"
+)
 CURRENT_DELIVERY_INDEXES = ("deliveries_ready", "deliveries_waiting", "deliveries_leased")
 
 
