@@ -248,6 +248,9 @@ class SqliteStore:
         self._db = connection
         self._durable = durable
         self.write_transactions = 0
+        # Topics known to have a queue: queues are never deleted, so a topic's first publish
+        # through this store is the only one that needs to create its default group.
+        self._topics_with_queues: set[str] = set()
 
     @classmethod
     def open(cls, path: Path, *, busy_timeout: float) -> SqliteStore:
@@ -309,10 +312,12 @@ class SqliteStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
-            db.execute("COMMIT")
+            # commit() prepares and steps COMMIT in one release of the GIL; execute("COMMIT")
+            # releases it three times, and each time the thread must win it back.
+            db.commit()
         except BaseException:
             if db.in_transaction:
-                db.execute("ROLLBACK")
+                db.rollback()
             raise
         self.write_transactions += 1
 
@@ -326,12 +331,14 @@ class SqliteStore:
         by_topic: dict[str, list[Message]] = {}
         for message in messages:
             by_topic.setdefault(message.topic, []).append(message)
+        new_topics = by_topic.keys() - self._topics_with_queues
         with self._write(durable=True) as db:
-            db.executemany(
-                "INSERT INTO queues (topic, grp, created_at) SELECT ?1, ?2, ?3"
-                " WHERE NOT EXISTS (SELECT 1 FROM queues WHERE topic = ?1)",
-                [(topic, DEFAULT_GROUP, now) for topic in by_topic],
-            )
+            if new_topics:
+                db.executemany(
+                    "INSERT INTO queues (topic, grp, created_at) SELECT ?1, ?2, ?3"
+                    " WHERE NOT EXISTS (SELECT 1 FROM queues WHERE topic = ?1)",
+                    [(topic, DEFAULT_GROUP, now) for topic in new_topics],
+                )
             queues = db.execute(
                 "SELECT topic, queue_id FROM queues"
                 " WHERE topic IN (SELECT value FROM json_each(?)) ORDER BY queue_id",
@@ -351,6 +358,7 @@ class SqliteStore:
                         # One statement under our write lock: its rows got consecutive seqs.
                         assert cursor.lastrowid is not None
                         first_copies[topic, start] = cursor.lastrowid - len(chunk) + 1
+        self._topics_with_queues.update(new_topics)
         return set(by_topic)
 
     # -- consuming ------------------------------------------------------------------------
@@ -418,22 +426,31 @@ class SqliteStore:
         return min(due) if due else None
 
     def claim(
-        self, queue_id: int, *, owner: str, limit: int, now: float, lease_until: float
+        self,
+        queue_id: int,
+        *,
+        owner: str,
+        limit: int,
+        now: float,
+        lease_until: float,
+        make_due_ready: bool = True,
     ) -> ClaimedRows:
         """Lease up to ``limit`` claimable deliveries to ``owner``, by priority then seq.
 
-        Claimable: ready, waiting until ``now`` or earlier, or leased until ``now`` or
-        earlier (their consumer died). The attempt count is incremented here, in the same
-        statement, so a consumer that crashes while handling a message still used up an
-        attempt. ``lease_until`` must differ from the lease of every delivery ``owner``
-        already holds (a subscription's leases only grow): it is how this claim's rows are
-        found again.
+        Claimable: ready, and (with ``make_due_ready``) waiting until ``now`` or earlier or
+        leased until ``now`` or earlier (their consumer died). The attempt count is
+        incremented here, in the same statement, so a consumer that crashes while handling
+        a message still used up an attempt. ``lease_until`` must differ from the lease of
+        every delivery ``owner`` already holds (a subscription's leases only grow): it is how
+        this claim's rows are found again.
         """
         # Each statement is a transaction of its own: nobody else touches rows leased to
         # us, and making due rows ready twice (a concurrent claim) changes nothing.
-        self._db.execute(_MAKE_DUE_READY, (queue_id, now))
+        if make_due_ready:
+            self._db.execute(_MAKE_DUE_READY, (queue_id, now))
+            self.write_transactions += 1
         leased = self._db.execute(_CLAIM, (owner, lease_until, queue_id, limit)).rowcount
-        self.write_transactions += 2
+        self.write_transactions += 1
         if not leased:
             return _NOTHING_CLAIMED
         metadata, payloads = self._db.execute(

@@ -141,6 +141,7 @@ class SqliteSubscription(Subscription):
         self._backlog = False  # the last claim was full: claim again without checking
         self._next_visible: float | None = None
         self._lease = 0.0  # the latest lease given (see _next_lease)
+        self._due_checked_at = -math.inf  # when a claim last made due deliveries ready
         self._claiming: asyncio.Task[None] | None = None
         self._low_water = max(1, prefetch // 4)
         # At most half the prefetch per claim: the next half can then be claimed while this
@@ -224,9 +225,19 @@ class SqliteSubscription(Subscription):
         await self._receive(*self._submit_claim(now))
 
     def _submit_claim(self, now: float) -> tuple[int, asyncio.Future[ClaimedRows]]:
-        """Hand a claim to the database thread: its limit, and its rows to come."""
+        """Hand a claim to the database thread: its limit, and its rows to come.
+
+        Waiting deliveries that fell due and expired leases are made ready by the first claim
+        after an idle check and otherwise at most once per poll interval: while a backlog
+        lasts they may wait that much longer, and the claims in between save a statement.
+        """
         limit = min(self.prefetch - len(self._held), self._claim_size)
         lease_until = self._next_lease(now)
+        make_due_ready = (
+            not self._backlog or now - self._due_checked_at >= self._timing.poll_interval
+        )
+        if make_due_ready:
+            self._due_checked_at = now
         rows = self._database.submit(
             lambda store: store.claim(
                 self.queue_id,
@@ -234,6 +245,7 @@ class SqliteSubscription(Subscription):
                 limit=limit,
                 now=now,
                 lease_until=lease_until,
+                make_due_ready=make_due_ready,
             )
         )
         return limit, rows
