@@ -25,6 +25,8 @@ class Settings:
 
     queue_type: str = "sqlite"
     sqlite_path: str = ".queuekit/queuekit.db"
+    # seconds; 0 leaves the interpreter's own switch interval (see backends/sqlite/switching.py)
+    sqlite_switch_interval: float = 1e-4
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_require_durability: bool = False
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
@@ -63,6 +65,11 @@ class Settings:
             value = getattr(self, name)
             if not value > 0 or not math.isfinite(value):
                 raise ConfigError(f"{name.upper()} must be a positive number, not {value!r}")
+        switch = self.sqlite_switch_interval
+        if not 0 <= switch < 1:  # also rejects NaN
+            raise ConfigError(
+                f"SQLITE_SWITCH_INTERVAL must be a number of seconds in [0, 1), not {switch!r}"
+            )
         grace = self.shutdown_grace_seconds
         if not grace >= 0 or not math.isfinite(grace):
             raise ConfigError(f"SHUTDOWN_GRACE_SECONDS must be a finite number >= 0, not {grace!r}")
@@ -118,6 +125,7 @@ def _parse_keys(raw: str) -> tuple[str, ...]:
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "queue_type": str.lower,
+    "sqlite_switch_interval": float,
     "redis_require_durability": _parse_bool,
     "kafka_partitions": int,
     "visibility_timeout": float,

@@ -127,6 +127,20 @@ async def test_the_switch_interval_is_short_while_brokers_are_connected(path: Pa
     assert sys.getswitchinterval() == found
 
 
+@pytest.mark.parametrize(("setting", "during"), [(2e-4, 2e-4), (0.0, None)])
+async def test_sqlite_switch_interval_sets_the_interval_or_leaves_it_alone(
+    path: Path, setting: float, during: float | None
+) -> None:
+    # Given SQLITE_SWITCH_INTERVAL set (0: leave the interpreter alone)
+    found = sys.getswitchinterval()
+    broker = from_settings(Settings(sqlite_path=str(path), sqlite_switch_interval=setting))
+
+    # When the broker is connected, Then the interval is the setting, or untouched
+    async with broker:
+        assert sys.getswitchinterval() == pytest.approx(during or found)
+    assert sys.getswitchinterval() == found
+
+
 async def test_the_file_is_in_wal_mode(broker: SqliteBroker, path: Path) -> None:
     # Given a connected broker, When another connection inspects the file
     with sqlite3.connect(path) as db:

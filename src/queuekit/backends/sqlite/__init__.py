@@ -27,4 +27,8 @@ def from_settings(settings: Settings) -> SqliteBroker:
         raise ConfigError(
             f"SQLITE_PATH={settings.sqlite_path!r}: cannot create its folder"
         ) from exc
-    return SqliteBroker(path, visibility_timeout=settings.visibility_timeout)
+    return SqliteBroker(
+        path,
+        visibility_timeout=settings.visibility_timeout,
+        switch_interval=settings.sqlite_switch_interval or None,
+    )
