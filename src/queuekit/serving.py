@@ -75,6 +75,7 @@ async def serve(
                 metrics=metrics,
                 idempotency=idempotency,
                 grace_period=settings.shutdown_grace_seconds,
+                gc_threshold=settings.worker_gc_threshold or None,
             )
             tasks.append(asyncio.create_task(parts.runner.run(), name="queuekit-worker"))
         if api:

@@ -25,7 +25,7 @@ class Settings:
 
     queue_type: str = "sqlite"
     sqlite_path: str = ".queuekit/queuekit.db"
-    # seconds; 0 leaves the interpreter's own switch interval (see backends/sqlite/switching.py)
+    # seconds; 0 leaves the interpreter's own switch interval (see queuekit/interpreter.py)
     sqlite_switch_interval: float = 1e-4
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_require_durability: bool = False
@@ -41,6 +41,8 @@ class Settings:
     max_payload_bytes: int = 1024 * 1024
     worker_concurrency: int = 16
     worker_metrics_port: int = 9100
+    # 0 leaves the garbage collector's own threshold (see queuekit/interpreter.py)
+    worker_gc_threshold: int = 10_000
     shutdown_grace_seconds: float = 30.0
     idempotency_store: str = ".queuekit/idempotency.db"
     log_level: str = "INFO"
@@ -69,6 +71,10 @@ class Settings:
         if not 0 <= switch < 1:  # also rejects NaN
             raise ConfigError(
                 f"SQLITE_SWITCH_INTERVAL must be a number of seconds in [0, 1), not {switch!r}"
+            )
+        if self.worker_gc_threshold < 0:
+            raise ConfigError(
+                f"WORKER_GC_THRESHOLD must be an integer >= 0, not {self.worker_gc_threshold!r}"
             )
         grace = self.shutdown_grace_seconds
         if not grace >= 0 or not math.isfinite(grace):
@@ -134,6 +140,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_payload_bytes": int,
     "worker_concurrency": int,
     "worker_metrics_port": int,
+    "worker_gc_threshold": int,
     "shutdown_grace_seconds": float,
     "log_level": str.upper,
     "log_format": str.lower,

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from queuekit.backends import create_broker
 from queuekit.broker import Admin, Broker, Delivery, Subscription
 from queuekit.errors import BrokerError, ConfigError
+from queuekit.interpreter import DEFAULT_GC_THRESHOLD, GC_THRESHOLD
 from queuekit.logs import configure_logging
 from queuekit.metrics import Metrics
 from queuekit.settings import Settings
@@ -96,6 +97,9 @@ class Worker:
         logger: the worker's logger (``queuekit.worker`` by default).
         middleware: the onion, outermost first (:data:`DEFAULT_MIDDLEWARE` by default).
         rng: random source of the backoff jitter (seed it for reproducible delays).
+        gc_threshold: while running, the garbage collector's first threshold is at least
+            this (restored when the last worker stops; see :mod:`queuekit.interpreter`);
+            None leaves it alone.
 
     Raises:
         ConfigError: a value is out of range.
@@ -113,9 +117,14 @@ class Worker:
         logger: logging.Logger | None = None,
         middleware: Sequence[Middleware] = DEFAULT_MIDDLEWARE,
         rng: random.Random | None = None,
+        gc_threshold: int | None = DEFAULT_GC_THRESHOLD,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigError(f"worker concurrency must be an integer >= 1, not {concurrency!r}")
+        if gc_threshold is not None and (
+            isinstance(gc_threshold, bool) or not isinstance(gc_threshold, int) or gc_threshold < 1
+        ):
+            raise ConfigError(f"gc_threshold must be an integer >= 1 or None, not {gc_threshold!r}")
         if not grace_period >= 0:
             raise ConfigError("grace_period must be a number of seconds >= 0")
         self.app = app
@@ -125,6 +134,7 @@ class Worker:
         self.grace_period = grace_period
         self.middleware = tuple(middleware)
         self.logger = logger or logging.getLogger("queuekit.worker")
+        self.gc_threshold = gc_threshold
         self._services = Services(
             app_name=app.name,
             backend=broker.backend,
@@ -183,9 +193,14 @@ class Worker:
         if self._started:
             raise RuntimeError("a Worker runs only once; create a new one")
         self._started = True
+        threshold = self.gc_threshold
+        if threshold is not None:
+            GC_THRESHOLD.hold(threshold)
         try:
             await self._run()
         finally:
+            if threshold is not None:
+                GC_THRESHOLD.let_go(threshold)
             self._finished.set()
 
     async def _run(self) -> None:
@@ -511,6 +526,7 @@ async def run_worker(
             idempotency=store,
             grace_period=settings.shutdown_grace_seconds,
             logger=logger,
+            gc_threshold=settings.worker_gc_threshold or None,
         )
         stack.callback(
             install_stop_signals(

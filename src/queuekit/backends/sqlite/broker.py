@@ -23,10 +23,10 @@ from typing import ClassVar
 from queuekit.backends.sqlite.database import Database
 from queuekit.backends.sqlite.store import Settlement
 from queuekit.backends.sqlite.subscription import LeaseSettings, SqliteSubscription
-from queuekit.backends.sqlite.switching import DEFAULT_SWITCH_INTERVAL
 from queuekit.batching import GroupCommitter, WriteBehind
 from queuekit.broker import Admin, Broker, Features, TopicStats
 from queuekit.errors import BrokerUnavailable, InvalidMessage, PublishError
+from queuekit.interpreter import DEFAULT_SWITCH_INTERVAL
 from queuekit.message import (
     DEFAULT_GROUP,
     DeadLetter,
@@ -55,7 +55,7 @@ class SqliteBroker(Broker, Admin):
         switch_interval: while connected, the interpreter's thread switch interval is at
             most this many seconds (restored on close), so that the event loop and the
             database thread hand the GIL to each other quickly
-            (see :mod:`queuekit.backends.sqlite.switching`); None leaves it alone.
+            (see :mod:`queuekit.interpreter`); None leaves it alone.
     """
 
     backend: ClassVar[str] = "sqlite"

@@ -14,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from queuekit.backends.sqlite import switching
 from queuekit.backends.sqlite.checkpoint import Checkpointer
 from queuekit.backends.sqlite.store import SqliteStore
 from queuekit.errors import BrokerError, BrokerUnavailable
+from queuekit.interpreter import SWITCH_INTERVAL
 
 T = TypeVar("T")
 
@@ -64,7 +64,7 @@ class Database:
     """A :class:`SqliteStore` on its own thread; ``call`` runs a function on it.
 
     While open it holds the interpreter's switch interval at ``switch_interval`` seconds
-    at most (None leaves it alone), see :mod:`queuekit.backends.sqlite.switching`.
+    at most (None leaves it alone), see :mod:`queuekit.interpreter`.
     """
 
     def __init__(
@@ -113,7 +113,7 @@ class Database:
         self._checkpointer = Checkpointer(self.path)
         self._checkpointer.start()
         if self._switch_interval is not None:
-            switching.hold(self._switch_interval)
+            SWITCH_INTERVAL.hold(self._switch_interval)
 
     async def call(
         self, function: Callable[[SqliteStore], T], *, failure: type[BrokerError] = BrokerError
@@ -155,7 +155,7 @@ class Database:
         if store is None or executor is None:
             return
         if self._switch_interval is not None:
-            switching.let_go(self._switch_interval)
+            SWITCH_INTERVAL.let_go(self._switch_interval)
         try:
             await asyncio.get_running_loop().run_in_executor(executor, store.close)
         finally:
