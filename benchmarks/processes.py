@@ -30,13 +30,14 @@ class Sample:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _reap(proc: subprocess.Popen[bytes], timeout: float) -> int:
-    """Wait for ``proc``, killing it after ``timeout``; return its exit code."""
+def _reap(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, bool]:
+    """Wait for ``proc``, killing it after ``timeout``; return its exit code and whether
+    it had to be killed."""
     try:
-        return proc.wait(timeout)
+        return proc.wait(timeout), False
     except subprocess.TimeoutExpired:
         proc.kill()
-        return proc.wait()
+        return proc.wait(), True
 
 
 def run_side(
@@ -49,7 +50,7 @@ def run_side(
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=err, env=env)
-        code = _reap(proc, timeout)
+        code, killed = _reap(proc, timeout)
         out.seek(0)
         err.seek(0)
         stdout = out.read().decode(errors="replace")
@@ -57,7 +58,8 @@ def run_side(
     results = [line for line in stdout.splitlines() if line.startswith(RESULT_MARK)]
     if code != 0 or not results:
         tail = "\n".join(stderr.strip().splitlines()[-6:])
-        raise SideFailed(f"{' '.join(argv[-4:])} exited {code}: {tail}")
+        how = f"timed out after {timeout:.0f} s" if killed else f"exited {code}"
+        raise SideFailed(f"{' '.join(argv[-4:])} {how}: {tail}")
     result = json.loads(results[-1][len(RESULT_MARK) :])
     return Sample(rate=result["rate"], peak_rss_kib=result["peak_rss_kib"], extra=result)
 
