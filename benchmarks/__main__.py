@@ -13,7 +13,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def parse(argv: list[str] | None = None) -> tuple[harness.Options, argparse.Namespace]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--count", type=int, help="messages per round (default 5000)")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5)")
     parser.add_argument(
         "--only", help=f"comma-separated benchmarks among {','.join(harness.BENCHMARKS)}"
     )
@@ -34,7 +34,7 @@ def parse(argv: list[str] | None = None) -> tuple[harness.Options, argparse.Name
     quick = args.quick
     options = harness.Options(
         count=args.count or (1000 if quick else 5000),
-        rounds=args.rounds or (1 if quick else 3),
+        rounds=args.rounds or (1 if quick else 5),
         only=only,
         peers=not args.skip_peers,
         api_seconds=args.api_seconds or (3 if quick else 10),
