@@ -21,16 +21,10 @@ async def delete_topic(backend: str, name: str) -> None:
 
 
 async def _delete_redis(name: str) -> None:
-    from redis.asyncio import Redis
+    from queuekit.backends.redis_streams import RedisStreamsBroker
 
-    client = Redis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"*{name}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-        await client.srem("queuekit:topics", name)
-    finally:
-        await client.aclose()
+    async with RedisStreamsBroker(REDIS_URL) as broker:
+        await broker.delete_topic(name)
 
 
 def _delete_rabbitmq(name: str) -> None:

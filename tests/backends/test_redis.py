@@ -142,7 +142,7 @@ def private_redis_factory(tmp_path: Path) -> Iterator[Callable[[bool], PrivateRe
 
 
 @pytest.fixture
-async def make_broker() -> AsyncIterator[Callable[..., Awaitable[RedisStreamsBroker]]]:
+async def make_broker(topic: str) -> AsyncIterator[Callable[..., Awaitable[RedisStreamsBroker]]]:
     require_broker("redis", "127.0.0.1", 6379)
     made: list[RedisStreamsBroker] = []
 
@@ -156,6 +156,9 @@ async def make_broker() -> AsyncIterator[Callable[..., Awaitable[RedisStreamsBro
     yield make
     for broker in reversed(made):
         await broker.close()
+    # The test's topic is unique: nothing of it should stay in the shared Redis.
+    async with RedisStreamsBroker(REDIS_URL) as cleaner:
+        await cleaner.delete_topic(topic)
 
 
 @pytest.fixture
@@ -489,6 +492,31 @@ async def test_a_topic_without_groups_is_never_trimmed(
     # When trimming, Then they are kept for the first group to come
     assert await broker.trim(topic) == 0
     assert await raw.xlen(TopicKeys(topic).base) == 3
+
+
+async def test_deleting_a_topic_removes_every_key_of_it_and_nothing_else(
+    make_broker: Callable[..., Awaitable[RedisStreamsBroker]], raw: Redis, topic: str
+) -> None:
+    # Given a topic with a group, a delayed message, a dead letter, and a neighbour topic
+    # whose name starts with this one's
+    broker = await make_broker()
+    neighbour = topic + "-2"
+    consumer = await broker.subscribe(topic)
+    await broker.publish([Message.build(topic, n) for n in range(3)])
+    await broker.publish([Message.build(topic, "later", delay=300), Message.build(neighbour, 1)])
+    await (await next_of(consumer)).dead_letter("bad")
+    await consumer.close()
+
+    # When the topic is deleted
+    await broker.delete_topic(topic)
+
+    # Then none of its keys is left, it is no longer listed, and the neighbour is untouched
+    assert [key async for key in raw.scan_iter(match=TopicKeys(topic).base + "*")] == []
+    topics = await broker.list_topics()
+    assert topic not in topics
+    assert neighbour in topics
+    assert await raw.xlen(TopicKeys(neighbour).base) == 1
+    await broker.delete_topic(neighbour)
 
 
 async def test_stats_count_per_group_from_the_streams(

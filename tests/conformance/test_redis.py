@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 
 from brokers import require_broker
 from queuekit.backends.redis_streams import RedisStreamsBroker
-from queuekit.backends.redis_streams.keys import PREFIX, TOPICS_KEY
 from queuekit.testing.conformance import BrokerConformance, BrokerFactory, connected_brokers
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -27,16 +25,5 @@ class TestRedisConformance(BrokerConformance):
             yield make
         # The test's topic is unique: delete its keys, so the shared Redis does not pile up
         # a dozen keys per test run after run (hundreds of MiB on a developer's machine).
-        await delete_topic_keys(topic)
-
-
-async def delete_topic_keys(topic: str) -> None:
-    """Delete every key of ``topic`` (all share its hash tag) and its index entry."""
-    client = Redis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{PREFIX}:{{{topic}}}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-        await client.srem(TOPICS_KEY, topic)
-    finally:
-        await client.aclose()
+        async with RedisStreamsBroker(REDIS_URL) as cleaner:
+            await cleaner.delete_topic(topic)

@@ -23,6 +23,20 @@ async def list_topics(client: Redis) -> list[str]:
     return sorted(_text(member) for member in await client.smembers(TOPICS_KEY))
 
 
+async def delete_topic(client: Redis, topic: str) -> int:
+    """Delete every key of ``topic`` and its entry in the topic index; return how many keys.
+
+    A topic's keys all start with its hash-tagged base (``queuekit:{T}``), and a valid topic
+    name has no glob characters, so one SCAN pattern finds exactly them.
+    """
+    keys = [key async for key in client.scan_iter(match=TopicKeys(topic).base + "*", count=1000)]
+    deleted = 0
+    for start in range(0, len(keys), 1000):
+        deleted += await client.delete(*keys[start : start + 1000])
+    await client.srem(TOPICS_KEY, topic)
+    return deleted
+
+
 async def group_names(client: Redis, keys: TopicKeys) -> list[str]:
     """The topic's registered groups, sorted."""
     return sorted(_text(member) for member in await client.smembers(keys.groups))

@@ -279,6 +279,13 @@ class RedisStreamsBroker(Broker, Admin):
         with mapped_errors(f"purging dead letters of {topic}"):
             return await admin.purge_dead_letters(self.scripts, topic)
 
+    async def delete_topic(self, topic: str) -> None:
+        """Delete every key of ``topic`` (Redis-only operation, as on Kafka: its messages,
+        groups, retries and dead letters are gone for every group)."""
+        validate_topic(topic)
+        with mapped_errors(f"deleting {topic}"):
+            await admin.delete_topic(self.client, topic)
+
 
 def _redacted(url: str) -> str:
     """``url`` without its password, for messages and logs."""
