@@ -477,7 +477,7 @@ class SqliteStore:
             )
             self._touch_consumer(owner, topic, group, lease_until, now)
 
-    def release(self, *, owner: str, seqs: Iterable[int], now: float) -> None:
+    def release(self, *, owner: str, seqs: Iterable[int]) -> None:
         """Give back deliveries claimed but never handed out: claimable now, attempt undone.
 
         Also forgets ``owner`` as a consumer.

@@ -350,9 +350,7 @@ class SqliteSubscription(Subscription):
         self._buffer.clear()
         self._held.difference_update(unhanded)
         try:
-            await self._database.call(
-                lambda store: store.release(owner=self.owner, seqs=unhanded, now=time.time())
-            )
+            await self._database.call(lambda store: store.release(owner=self.owner, seqs=unhanded))
         except BrokerError as exc:
             # They come back anyway when their leases expire (with one attempt more).
             logger.warning(
