@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from queuekit.errors import ConfigError
+from queuekit.interpreter import DEFAULT_GC_THRESHOLD, DEFAULT_SWITCH_INTERVAL
 
 BACKENDS = ("sqlite", "memory", "redis", "rabbitmq", "kafka")
 T = TypeVar("T")
@@ -26,7 +27,7 @@ class Settings:
     queue_type: str = "sqlite"
     sqlite_path: str = ".queuekit/queuekit.db"
     # seconds; 0 leaves the interpreter's own switch interval (see queuekit/interpreter.py)
-    sqlite_switch_interval: float = 1e-4
+    sqlite_switch_interval: float = DEFAULT_SWITCH_INTERVAL
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_require_durability: bool = False
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
@@ -42,7 +43,7 @@ class Settings:
     worker_concurrency: int = 16
     worker_metrics_port: int = 9100
     # 0 leaves the garbage collector's own threshold (see queuekit/interpreter.py)
-    worker_gc_threshold: int = 10_000
+    worker_gc_threshold: int = DEFAULT_GC_THRESHOLD
     shutdown_grace_seconds: float = 30.0
     idempotency_store: str = ".queuekit/idempotency.db"
     log_level: str = "INFO"
