@@ -142,7 +142,7 @@ def private_redis_factory(tmp_path: Path) -> Iterator[Callable[[bool], PrivateRe
 
 
 @pytest.fixture
-async def make_broker(topic: str) -> AsyncIterator[Callable[..., Awaitable[RedisStreamsBroker]]]:
+async def make_broker() -> AsyncIterator[Callable[..., Awaitable[RedisStreamsBroker]]]:
     require_broker("redis", "127.0.0.1", 6379)
     made: list[RedisStreamsBroker] = []
 
@@ -156,9 +156,10 @@ async def make_broker(topic: str) -> AsyncIterator[Callable[..., Awaitable[Redis
     yield make
     for broker in reversed(made):
         await broker.close()
-    # The test's topic is unique: nothing of it should stay in the shared Redis.
+    # The tests' topics are unique: nothing of them should stay in the shared Redis.
     async with RedisStreamsBroker(REDIS_URL) as cleaner:
-        await cleaner.delete_topic(topic)
+        for topic in set().union(*(broker.used_topics for broker in made)):
+            await cleaner.delete_topic(topic)
 
 
 @pytest.fixture

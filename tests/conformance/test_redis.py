@@ -15,15 +15,19 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 
 class TestRedisConformance(BrokerConformance):
     @pytest.fixture
-    async def make_broker(self, topic: str) -> AsyncIterator[BrokerFactory]:
+    async def make_broker(self) -> AsyncIterator[BrokerFactory]:
         require_broker("redis", "127.0.0.1", 6379)
+        made: list[RedisStreamsBroker] = []
 
         def build() -> RedisStreamsBroker:
-            return RedisStreamsBroker(REDIS_URL, visibility_timeout=self.visibility_timeout)
+            broker = RedisStreamsBroker(REDIS_URL, visibility_timeout=self.visibility_timeout)
+            made.append(broker)
+            return broker
 
         async with connected_brokers(build) as make:
             yield make
-        # The test's topic is unique: delete its keys, so the shared Redis does not pile up
-        # a dozen keys per test run after run (hundreds of MiB on a developer's machine).
+        # Every test's topics are unique: delete them, so the shared Redis does not pile up
+        # a dozen keys per topic, run after run (hundreds of MiB on a developer's machine).
         async with RedisStreamsBroker(REDIS_URL) as cleaner:
-            await cleaner.delete_topic(topic)
+            for topic in set().union(*(broker.used_topics for broker in made)):
+                await cleaner.delete_topic(topic)

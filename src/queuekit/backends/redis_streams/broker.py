@@ -99,7 +99,7 @@ class RedisStreamsBroker(Broker, Admin):
         self._settler: Settler | None = None
         self._publisher: GroupCommitter[Message] | None = None
         self._subscriptions: set[RedisSubscription] = set()
-        self._known_topics: set[str] = set()
+        self._known_topics: set[str] = set()  # validated, and published or subscribed to
 
     # -- connection
 
@@ -217,6 +217,7 @@ class RedisStreamsBroker(Broker, Admin):
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
             raise ValueError("prefetch must be a positive integer")
         await self.ensure_group(topic, group)
+        self._known_topics.add(topic)
         consumer = f"{self.client_name}-{uuid.uuid4().hex[:8]}"
         subscription = RedisSubscription(self, topic, group, prefetch, consumer)
         self._subscriptions.add(subscription)
@@ -228,6 +229,11 @@ class RedisStreamsBroker(Broker, Admin):
         with mapped_errors(f"creating group {group} of {topic}"):
             await run(self.scripts.ensure_group, [keys.groups, *keys.read_order(group)], [group])
             await self.client.sadd(TOPICS_KEY, topic)
+
+    @property
+    def used_topics(self) -> frozenset[str]:
+        """The queuekit topics this instance published to or subscribed to."""
+        return frozenset(self._known_topics)
 
     def forget(self, subscription: RedisSubscription) -> None:
         self._subscriptions.discard(subscription)
