@@ -13,6 +13,7 @@ from queuekit.message import Message
 from queuekit.metrics import Metrics
 from queuekit.worker import App, Context, HandlerSpec, Worker
 from queuekit.worker.middleware import HandlerTimeout, Services, TimeoutMiddleware, compose
+from queuekit.worker.runtime import LANE_TURN
 
 from .helpers import publish, running, wait_event, wait_until
 
@@ -60,6 +61,42 @@ async def test_a_backlog_larger_than_the_concurrency_is_handled_once_each(
     assert peak == 4
     stats = await broker.topic_stats("jobs")
     assert (stats.depth, stats.in_flight, stats.dead_letters) == (0, 0, 0)
+
+
+async def test_a_lane_draining_a_backlog_lets_the_rest_of_the_loop_run(
+    broker: MemoryBroker,
+) -> None:
+    # Given a backlog of 10 lanes' turns, all fetched at once, whose handler never suspends
+    app = App("svc")
+    total = 10 * LANE_TURN
+    handled = 0
+    finished = asyncio.Event()
+
+    @app.handler("jobs", concurrency=total)
+    async def work(payload: int) -> None:
+        nonlocal handled
+        handled += 1
+        if handled == total:
+            finished.set()
+
+    await publish(broker, "jobs", *range(total))
+
+    # When the worker drains it while another task asks the loop for a turn after each one
+    seen_by_other_task: list[int] = []
+
+    async def other_task() -> None:
+        while not finished.is_set():
+            seen_by_other_task.append(handled)
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_task())
+    async with running(Worker(app, broker)):
+        await wait_event(finished, f"{total} messages")
+        await other
+
+    # Then that task had turns all along the backlog, not only before and after it
+    during = {count for count in seen_by_other_task if 0 < count < total}
+    assert len(during) >= 3, sorted(during)
 
 
 async def test_the_timeout_runs_from_each_calls_start_on_a_busy_lane(

@@ -52,6 +52,11 @@ __all__ = ["Worker", "run_worker", "run_worker_sync"]
 # that their subscription closed, before the worker stops waiting for them.
 _SETTLE_TIMEOUT = 10.0
 
+# Deliveries a lane handles in a row before it lets the rest of the loop run: handlers that
+# never suspend would otherwise hold the loop for a whole backlog, and with it the delivery
+# reports of publishes, the broker's own callbacks and the health and metrics endpoints.
+LANE_TURN = 64
+
 
 @dataclass(eq=False)
 class _Consumer:
@@ -339,6 +344,7 @@ class Worker:
         spec = consumer.spec
         services = self._services
         loop = asyncio.get_running_loop()
+        turn = LANE_TURN
         while True:
             if not waiting:
                 if consumer.done_fetching:
@@ -352,7 +358,13 @@ class Worker:
                         consumer.woken -= 1
                     else:  # cancelled while resting
                         idle.remove(rest)
+                turn = LANE_TURN
                 continue
+            turn -= 1
+            if not turn:
+                turn = LANE_TURN
+                await asyncio.sleep(0)
+                continue  # the waiting deliveries may have been taken meanwhile
             ctx = Context(waiting.popleft(), spec, services)
             if waiting and not consumer.woken:
                 self._call_lane(consumer)
