@@ -47,6 +47,10 @@ async def broker() -> AsyncIterator[RabbitMQBroker]:
     require_broker("rabbitmq", "127.0.0.1", 5672)
     async with RabbitMQBroker(URL, visibility_timeout=1.0) as connected:
         yield connected
+    # The tests' topics are unique: nothing of them should stay on the shared server.
+    async with RabbitMQBroker(URL) as cleaner:
+        for topic in connected.used_topics:
+            await cleaner.delete_topic(topic)
 
 
 @pytest.fixture
@@ -385,6 +389,47 @@ async def test_dead_letter_listing_is_not_destructive(broker: RabbitMQBroker) ->
     assert [d.message.id for d in first] == [m.id for m in sent]
     assert [d.message.id for d in second] == [m.id for m in sent[:2]]
     assert (await broker.topic_stats(topic)).dead_letters == 3
+
+
+async def test_delete_topic_removes_its_queues_and_exchange_and_nothing_else(
+    broker: RabbitMQBroker,
+) -> None:
+    # Given a topic with a group, a delayed message, a dead letter, and a neighbour topic
+    # whose name begins with the topic's
+    topic = unique_topic()
+    neighbour = topic + "-2"
+    sub = await broker.subscribe(topic, "reports")
+    await broker.publish(
+        [
+            Message.build(topic, "unwanted"),
+            Message.build(topic, "later", delay=60),
+            Message.build(neighbour, "kept"),
+        ]
+    )
+    async with asyncio.timeout(WAIT):
+        await (await anext(sub)).dead_letter("unwanted")
+    await sub.close()
+    queues_before = await queue_names()
+    assert {f"{topic}:reports", f"{topic}.dlq"} <= queues_before
+    assert any(q.startswith(f"{topic}:@all:delay:") for q in queues_before)
+
+    # When the topic is deleted
+    await broker.delete_topic(topic)
+
+    # Then none of its queues nor its exchange is left, it is no longer listed, and the
+    # neighbour is untouched
+    left = [q for q in await queue_names() if q.startswith(f"{topic}:") or q == f"{topic}.dlq"]
+    assert left == []
+    exchanges = await management_get("/api/exchanges/%2F?columns=name")
+    assert topic not in {exchange["name"] for exchange in exchanges}
+    topics = await broker.list_topics()
+    assert topic not in topics
+    assert neighbour in topics
+    assert (await broker.topic_stats(neighbour)).depth == 1
+
+
+async def queue_names() -> set[str]:
+    return {queue["name"] for queue in await management_get("/api/queues/%2F?columns=name")}
 
 
 # -- a restart of RabbitMQ -------------------------------------------------------------------

@@ -47,6 +47,24 @@ class RabbitMQAdminOps:
     async def list_topics(self) -> list[str]:
         return sorted(await self._management.topic_exchanges())
 
+    async def delete_topic(self, topic: str) -> int:
+        """Delete ``topic``'s queues (groups, delay tiers, dead letters) and its exchange;
+        return how many queues there were. Every queue of a topic is named ``<topic>:...``
+        or ``<topic>.dlq``, and topic names contain no ``:``, so no other topic's is touched.
+        """
+        validate_topic(topic)
+        queues = [row["name"] for row in await self._management.queues(topic + ":")]
+        queues.append(names.dead_letter_queue(topic))
+        channel = await self._fresh_channel()
+        try:
+            # Deleting what does not exist succeeds on RabbitMQ (3.2 and later).
+            for queue in queues:
+                await channel.queue_delete(queue)
+            await channel.exchange_delete(names.exchange_name(topic))
+        finally:
+            await _close(channel)
+        return len(queues)
+
     async def topic_stats(self, topic: str) -> TopicStats:
         validate_topic(topic)
         rows = {row["name"]: row for row in await self._management.queues(topic + ":")}

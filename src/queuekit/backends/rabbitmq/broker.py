@@ -95,6 +95,7 @@ class RabbitMQBroker(Broker, Admin):
         self._management: ManagementAPI | None = None
         self._subscriptions: set[RabbitMQSubscription] = set()
         self._topic_routes: dict[str, Route] = {}  # validated topics
+        self._used: set[str] = set()
 
     # connection
 
@@ -187,6 +188,7 @@ class RabbitMQBroker(Broker, Admin):
             if len(self._topic_routes) >= _MAX_CACHED_TOPICS:
                 self._topic_routes.clear()
             self._topic_routes[message.topic] = route
+            self._used.add(message.topic)
         check_priority(message.priority)
         if not isinstance(message.payload, bytes):
             raise InvalidMessage("message payload must be bytes")
@@ -221,7 +223,13 @@ class RabbitMQBroker(Broker, Admin):
                     await channel.close()
             raise broker_error(exc, f"a consumer of {queue}") from exc
         self._subscriptions.add(subscription)
+        self._used.add(topic)
         return subscription
+
+    @property
+    def used_topics(self) -> frozenset[str]:
+        """The queuekit topics this instance published to or subscribed to."""
+        return frozenset(self._used)
 
     # Admin
 
@@ -242,6 +250,14 @@ class RabbitMQBroker(Broker, Admin):
 
     async def purge_dead_letters(self, topic: str) -> int:
         return await self._guard(self._admin_ops().purge_dead_letters(topic))
+
+    async def delete_topic(self, topic: str) -> None:
+        """Delete the exchange and every queue of ``topic`` (RabbitMQ-only operation, as on
+        Kafka and Redis: its messages, groups, waiting retries and dead letters are gone for
+        every group; consumers of its queues are cancelled by RabbitMQ)."""
+        await self._guard(self._admin_ops().delete_topic(topic))
+        self.topology.forget_topic(topic)
+        self._topic_routes.pop(topic, None)
 
     # internals
 
