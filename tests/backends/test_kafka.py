@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient
 
 from brokers import ROOT, require_broker, start_broker, stop_own_broker
 from queuekit.backends import create_broker
-from queuekit.backends.kafka import KafkaBroker
+from queuekit.backends.kafka import KafkaBroker, consumer_thread
 from queuekit.backends.kafka.consumer_thread import split_runs
 from queuekit.backends.kafka.delivery import KafkaDelivery
 from queuekit.backends.kafka.marks import FETCH_MARK_AHEAD, Mark, MarkBook
@@ -256,6 +256,27 @@ async def test_a_plain_json_record_from_any_producer_is_a_message(
     assert (first.attempt, first.message.priority, first.message.key) == (1, 0, "k-1")
     assert len(first.message.id) == 32
     assert (second.message.id, second.attempt) == (first.message.id, 2)
+
+
+async def test_an_idle_consumer_gets_a_message_without_waiting_for_a_batch_to_fill(
+    kafka: Callable[..., KafkaBroker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an idle consumer whose thread would wait 3 s for a batch of records
+    monkeypatch.setattr(consumer_thread, "CONSUME_TIMEOUT", 3.0)
+    monkeypatch.setattr(consumer_thread, "BUSY_CONSUME_TIMEOUT", 3.0)
+    broker = await kafka()
+    topic = unique_topic("kafka-idle")
+    sub = await broker.subscribe(topic)
+    await publish_json(broker, topic, ["warm-up"])
+    await (await next_delivery(sub)).ack()
+
+    # When one message is published
+    await publish_json(broker, topic, ["alone"])
+
+    # Then it is delivered as soon as it is fetched, well within that wait
+    delivery = await next_delivery(sub, within=1.5)
+    assert delivery.message.json() == "alone"
+    await delivery.ack()
 
 
 async def test_messages_with_one_key_are_delivered_in_publish_order(

@@ -30,7 +30,7 @@ from queuekit.errors import ConnectionLost, QueuekitError
 log = logging.getLogger(__name__)
 
 CONSUME_BATCH = 1000
-CONSUME_TIMEOUT = 0.1  # seconds the thread blocks in consume() when idle
+CONSUME_TIMEOUT = 0.1  # seconds the thread waits for a first record when idle
 BUSY_CONSUME_TIMEOUT = 0.002  # ... while commands keep coming (marks wait for the thread)
 BUSY_FOR = 1.0  # seconds after the last command that the thread stays quick to answer
 COMMITTED_TIMEOUT = 30.0  # seconds to read committed offsets on an assignment
@@ -135,7 +135,13 @@ class ConsumerThread:
                 busy = time.monotonic() - self._last_command < BUSY_FOR
                 timeout = BUSY_CONSUME_TIMEOUT if busy else CONSUME_TIMEOUT
                 try:
-                    records = consumer.consume(CONSUME_BATCH, timeout)
+                    # Wait for the first record only, then take what is there: consume(n, t)
+                    # alone waits until n records or t seconds, which held every record of
+                    # an idle consumer for half of CONSUME_TIMEOUT on average.
+                    first = consumer.poll(timeout)
+                    records = (
+                        [] if first is None else [first, *consumer.consume(CONSUME_BATCH - 1, 0)]
+                    )
                 except KafkaException as exc:
                     error = to_broker_error(exc, f"consuming {owner.topic}")
                     self._call(owner.fail, ConnectionLost(str(error)))
