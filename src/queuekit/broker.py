@@ -113,6 +113,17 @@ class Subscription(abc.ABC):
     async def __anext__(self) -> Delivery:
         """The next delivery; waits for one. Raises StopAsyncIteration once closed."""
 
+    def take_ready(self, limit: int) -> Sequence[Delivery]:
+        """Up to ``limit`` deliveries that are ready now, handed out without waiting.
+
+        Exactly what as many ``__anext__`` calls would return at once (same order, same
+        ``prefetch`` bound), or fewer: ``[]`` whenever returning one would need a wait or
+        any I/O, and always once closed. Never blocks and never raises. A consumer of a
+        backlog takes a batch per call instead of a coroutine per delivery, and falls back
+        to ``__anext__`` when it gets none. The default has no buffer to hand out: ``[]``.
+        """
+        return []
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Stop fetching and give prefetched, not yet returned messages back to the group.

@@ -419,6 +419,26 @@ class MemorySubscription(Subscription):
                 return MemoryDelivery(self._broker, self._group, self._group_name, token, entry)
             await self._wait(for_messages=True, due=self._group.next_due())
 
+    def take_ready(self, limit: int) -> list[MemoryDelivery]:
+        """The messages :meth:`__anext__` would hand out now, up to ``limit``."""
+        taken: list[MemoryDelivery] = []
+        room = min(limit, self._prefetch - len(self._held))
+        if self._closed or room <= 0:
+            return taken
+        group = self._group
+        if group.delayed or group.expiries:
+            group.promote(time.monotonic())
+        store = self._broker.store
+        while room > 0:
+            token = store.new_token()
+            entry = group.take(self, token)
+            if entry is None:
+                break
+            self._held.add(token)
+            taken.append(MemoryDelivery(self._broker, group, self._group_name, token, entry))
+            room -= 1
+        return taken
+
     async def _wait(self, *, for_messages: bool, due: float | None) -> None:
         """Wait for :meth:`notify`: from the group if ``for_messages``, or when ``due``."""
         loop = asyncio.get_running_loop()

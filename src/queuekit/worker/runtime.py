@@ -295,25 +295,33 @@ class Worker:
         return None
 
     async def _consume(self, consumer: _Consumer) -> None:
-        """Fetch while a slot is free and hand each delivery to a lane."""
+        """Fetch while a slot is free and hand the deliveries to lanes: all that are ready
+        at once (``take_ready``), else the next one as it comes (``anext``)."""
         subscription = consumer.subscription
+        take_ready = subscription.take_ready
         waiting = consumer.waiting
         stop = self._stop_requested
         try:
             while not stop.is_set():
-                if consumer.taken >= consumer.limit:
+                room = consumer.limit - consumer.taken
+                if room <= 0:
                     consumer.room = asyncio.get_running_loop().create_future()
                     await consumer.room
                     continue
-                consumer.fetching = True
-                try:
-                    delivery = await anext(subscription)
-                except StopAsyncIteration:  # the subscription was closed
-                    return
-                finally:
-                    consumer.fetching = False
-                consumer.taken += 1
-                waiting.append(delivery)
+                ready = take_ready(room)
+                if ready:
+                    consumer.taken += len(ready)
+                    waiting.extend(ready)
+                else:
+                    consumer.fetching = True
+                    try:
+                        delivery = await anext(subscription)
+                    except StopAsyncIteration:  # the subscription was closed
+                        return
+                    finally:
+                        consumer.fetching = False
+                    consumer.taken += 1
+                    waiting.append(delivery)
                 if not consumer.woken:
                     self._call_lane(consumer)
         finally:

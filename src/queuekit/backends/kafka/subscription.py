@@ -240,6 +240,22 @@ class KafkaSubscription(Subscription):
             except TimeoutError:
                 pass
 
+    def take_ready(self, limit: int) -> list[KafkaDelivery]:
+        """The records :meth:`__anext__` would deliver now without waiting, up to ``limit``:
+        none while probing a crashed owner's records, and none past one needing a mark."""
+        taken: list[KafkaDelivery] = []
+        if self._closed or self._error is not None or self._ready.probing:
+            return taken
+        room = min(limit, self._prefetch - self._unsettled)
+        take = self._ready.take
+        while room > 0:
+            fetched, _, _ = take()
+            if fetched is None:  # nothing ready, or the next one needs a mark: __anext__'s
+                break
+            taken.append(self._deliver(fetched))
+            room -= 1
+        return taken
+
     def _deliver(self, delivery: KafkaDelivery) -> KafkaDelivery:
         part = delivery.part
         part.buffered -= 1

@@ -13,6 +13,7 @@ from queuekit.testing.conformance.base import ConformanceBase
 from queuekit.testing.conformance.helpers import (
     DEFAULT_WAIT,
     BrokerFactory,
+    ack_all,
     assert_no_delivery,
     collect,
     next_delivery,
@@ -50,6 +51,34 @@ class LifecycleConformance(ConformanceBase):
         finally:
             third.cancel()
         assert delivery.attempt == 1
+
+    async def test_take_ready_hands_out_what_anext_would_within_the_prefetch(
+        self, broker: Broker, topic: str
+    ) -> None:
+        # Given six waiting messages and a consumer with prefetch 4 holding one of them
+        await publish_json(broker, topic, range(6))
+        sub = await broker.subscribe(topic, prefetch=4)
+        held = [await next_delivery(sub)]
+
+        # When it takes what is ready at once, waiting with anext whenever nothing is
+        while len(held) < 4:
+            ready = sub.take_ready(10)
+            assert len(ready) <= 4 - len(held)
+            held.extend(ready or [await next_delivery(sub)])
+
+        # Then nothing more is handed out while four are unsettled, one more after an ack,
+        # and every message comes once, settled like any other delivery
+        assert list(sub.take_ready(10)) == []
+        await held[0].ack()
+        while len(held) < 6:
+            ready = sub.take_ready(10)
+            assert len(ready) <= 1
+            held.extend(ready or [await next_delivery(sub)])
+            await held[len(held) - 4].ack()
+        assert sorted(d.message.json() for d in held) == list(range(6))
+        await ack_all(held[3:])
+        await sub.close()
+        assert list(sub.take_ready(10)) == []
 
     async def test_closing_a_subscription_ends_a_waiting_iteration(
         self, broker: Broker, topic: str
