@@ -208,6 +208,18 @@ class RabbitMQSubscription(Subscription):
                 self._unsettled += 1
                 return delivery
 
+    def take_ready(self, limit: int) -> list[RabbitMQDelivery]:
+        """The deliveries :meth:`__anext__` would hand out now, up to ``limit``: none while
+        a recount copy is being made (see there)."""
+        taken: list[RabbitMQDelivery] = []
+        buffer = self._buffer
+        while buffer and len(taken) < limit and not self._closed and not self._replacing:
+            delivery = self._prepare(buffer.popleft())
+            if delivery is not None:
+                taken.append(delivery)
+        self._unsettled += len(taken)
+        return taken
+
     def _prepare(self, delivered: DeliveredMessage) -> RabbitMQDelivery | None:
         """The delivery to hand out, or None if ``delivered`` was dealt with otherwise."""
         if delivered.channel.is_closed:

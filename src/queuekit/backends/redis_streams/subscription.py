@@ -188,6 +188,16 @@ class RedisSubscription(Subscription):
             await asyncio.sleep(0)
         return delivery
 
+    def take_ready(self, limit: int) -> list[RedisDelivery]:
+        """The fetched deliveries :meth:`__anext__` would hand out now, up to ``limit``."""
+        buffer = self._buffer
+        taken = [buffer.popleft() for _ in range(min(limit, len(buffer)))]
+        unsettled = self._unsettled
+        for delivery in taken:
+            unsettled.add(delivery.ref)
+        self._handed += len(taken)
+        return taken
+
     async def close(self) -> None:
         if self._closed:
             return

@@ -179,6 +179,14 @@ class SqliteSubscription(Subscription):
                     continue
             await self._wait()
 
+    def take_ready(self, limit: int) -> list[SqliteDelivery]:
+        """The claimed deliveries :meth:`__anext__` would hand out now, up to ``limit``."""
+        buffer = self._buffer
+        taken = [buffer.popleft() for _ in range(min(limit, len(buffer)))]
+        if taken:
+            self._claim_ahead()
+        return taken
+
     def _claim_ahead(self) -> None:
         """Start claiming the next batch in the background while this one is handled.
 
