@@ -3,11 +3,13 @@
 Lifecycle of :meth:`Worker.run`:
 
 1. Subscribe each handler's (topic, group) with ``prefetch`` = its concurrency.
-2. Per handler, one consumer loop fetches a delivery whenever a slot is free (at most
-   ``concurrency`` deliveries fetched and not finished) and hands it to a *lane*: a
-   long-lived task that runs deliveries through the middleware one after another. Lanes are
-   started as needed, up to ``concurrency``; a lane takes the next waiting delivery as soon as
-   it finishes one, so a backlog flows without a task or a wake-up per message.
+2. Per handler, one consumer loop fetches whenever a slot is free (at most ``concurrency``
+   deliveries fetched and not finished): every delivery the subscription has ready at once
+   (``take_ready``), else the next one as it comes. It hands them to *lanes*: long-lived
+   tasks that run deliveries through the middleware one after another. Lanes are started as
+   needed, up to ``concurrency``; a lane takes the next waiting delivery as soon as it
+   finishes one, so a backlog flows without a task or a wake-up per message, and gives the
+   rest of the loop a turn every ``LANE_TURN`` deliveries.
 3. On :meth:`Worker.request_stop` (or :meth:`Worker.stop`): stop fetching (close the
    subscriptions, which gives unstarted prefetched messages back to the group), let
    in-flight handlers finish within ``grace_period``, then cancel the rest; cancelled
