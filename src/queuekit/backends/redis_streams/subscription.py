@@ -189,8 +189,11 @@ class RedisSubscription(Subscription):
         return delivery
 
     def take_ready(self, limit: int) -> list[RedisDelivery]:
-        """The fetched deliveries :meth:`__anext__` would hand out now, up to ``limit``."""
+        """The fetched deliveries :meth:`__anext__` would hand out now, up to ``limit``
+        (none once closing)."""
         buffer = self._buffer
+        if self._closed:
+            return []
         taken = [buffer.popleft() for _ in range(min(limit, len(buffer)))]
         unsettled = self._unsettled
         for delivery in taken:

@@ -180,8 +180,11 @@ class SqliteSubscription(Subscription):
             await self._wait()
 
     def take_ready(self, limit: int) -> list[SqliteDelivery]:
-        """The claimed deliveries :meth:`__anext__` would hand out now, up to ``limit``."""
+        """The claimed deliveries :meth:`__anext__` would hand out now, up to ``limit``
+        (none once closing: those are released)."""
         buffer = self._buffer
+        if self._closed:
+            return []
         taken = [buffer.popleft() for _ in range(min(limit, len(buffer)))]
         if taken:
             self._claim_ahead()
