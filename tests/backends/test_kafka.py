@@ -23,7 +23,7 @@ from queuekit.backends import create_broker
 from queuekit.backends.kafka import KafkaBroker, consumer_thread
 from queuekit.backends.kafka.consumer_thread import split_runs
 from queuekit.backends.kafka.delivery import KafkaDelivery
-from queuekit.backends.kafka.marks import FETCH_MARK_AHEAD, Mark, MarkBook
+from queuekit.backends.kafka.marks import FETCH_MARK_AHEAD, FETCH_MARK_STEP, Mark, MarkBook
 from queuekit.backends.kafka.naming import base_topics, group_id, retry_topic
 from queuekit.backends.kafka.offsets import OffsetLedger
 from queuekit.broker import Delivery
@@ -184,11 +184,18 @@ def test_fetched_records_are_marked_at_fetch_within_reach_of_the_committed_posit
     # When records 100-150 of the clean one are fetched
     commit = book.mark_fetched(clean, 100, 150)
 
-    # Then they are marked by one commit of the committed position, and count as marked
-    assert (commit.offset, Mark.parse(commit.metadata)) == (100, Mark(150))
-    assert book.reach(clean) == 150
-    # And fetching them again needs no new mark
+    # Then they and the next FETCH_MARK_STEP are marked by one commit of the committed
+    # position, and count as marked
+    reach = 150 + FETCH_MARK_STEP
+    assert (commit.offset, Mark.parse(commit.metadata)) == (100, Mark(reach))
+    assert book.reach(clean) == reach
+    # And fetching them again, or the next records within that step, needs no new mark
     assert book.mark_fetched(clean, 120, 150) is None
+    assert book.mark_fetched(clean, 151, reach) is None
+    # And the first fetch past the step is marked a step further
+    assert Mark.parse(book.mark_fetched(clean, reach + 1, reach + 9).metadata) == Mark(
+        reach + 9 + FETCH_MARK_STEP
+    )
     # And a fetch reaching past FETCH_MARK_AHEAD records beyond the position is marked only
     # that far (the rest waits for marks asked as deliveries come near)
     far = book.mark_fetched(clean, 151, 100 + FETCH_MARK_AHEAD + 500)

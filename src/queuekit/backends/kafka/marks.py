@@ -7,10 +7,13 @@ by a *mark*: the partition's position committed again (synchronously) with the m
 ``qk1:d=<X>``, "records up to offset X may have been delivered". The consumer thread marks
 what it fetches before the event loop sees it (one commit for every partition of a fetch, up
 to ``FETCH_MARK_AHEAD`` records past the committed position), so a consumer that keeps up
-never waits for a mark; behind a backlog, marks are requested as deliveries come near their
-end (``MARK_AHEAD`` records ahead), so a busy partition pays one commit per few hundred
-messages. A graceful hand-over (revoke, close) settles or releases everything and clears the
-mark.
+never waits for a mark. A new fetch-time mark reaches ``FETCH_MARK_STEP`` records past the
+last one fetched: a consumer that keeps up fetches a few records at a time, and marking
+exactly what it fetched cost a synchronous commit per fetch (hundreds a second at 1,000
+msg/s, which slowed the broker's answers to publishes too). Behind a backlog, marks are
+requested as deliveries come near their end (``MARK_AHEAD`` records ahead), so a busy
+partition pays one commit per few hundred messages. A graceful hand-over (revoke, close)
+settles or releases everything and clears the mark.
 
 The next owner of the partition reads the committed offset C and the mark. If ``X >= C``,
 the records C..X were delivered and never settled: the previous owner died. They are handled
@@ -19,7 +22,10 @@ the consumer commits ``qk1:d=<X>:p=<offset>:n=<deliveries>``. A message that kil
 consumer every time therefore counts one more attempt per crash (and reaches the worker's
 dead-letter limit), while the messages beside it are not blamed for it. A record marked but
 never handed to a handler before the crash is counted once too many (attempt 2 on its first
-real delivery): the price of marking ahead instead of one commit per message.
+real delivery): the price of marking ahead instead of one commit per message. That includes
+records not fetched yet at the crash, up to ``FETCH_MARK_STEP`` of them per partition, if
+they are fetched while the crashed owner's records are still being probed (afterwards the
+partition is marked afresh).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from confluent_kafka import TopicPartition
 Key = tuple[str, int]
 PREFIX = "qk1"
 FETCH_MARK_AHEAD = 2048  # records past the committed position a mark made at fetch may reach
+FETCH_MARK_STEP = 256  # records past the last fetched one that a new fetch-time mark reaches
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,19 +139,20 @@ class MarkBook:
         return TopicPartition(key[0], key[1], position, metadata=mark.encode())
 
     def mark_fetched(self, key: Key, first: int, last: int) -> Any:
-        """The commit marking records ``first``..``last`` just fetched from ``key``, as far as
-        ``FETCH_MARK_AHEAD`` records past the committed position; None if they are covered
-        already or beyond that reach, or if the partition is not assigned or was taken over
-        from a crashed owner (for that whole assignment its marks follow its probes and
-        deliveries instead)."""
+        """The commit marking records ``first``..``last`` just fetched from ``key`` and the
+        next ``FETCH_MARK_STEP`` ones, as far as ``FETCH_MARK_AHEAD`` records past the
+        committed position; None if they are covered already or beyond that reach, or if the
+        partition is not assigned or was taken over from a crashed owner (for that whole
+        assignment its marks follow its probes and deliveries instead)."""
         if key not in self._clean:
             return None
         position = self._positions.get(key, first)
-        target = min(last, position + FETCH_MARK_AHEAD)
+        reach = position + FETCH_MARK_AHEAD
+        needed = min(last, reach)
         old = self._marks.get(key)
-        if target < first or (old is not None and old.delivered >= target):
+        if needed < first or (old is not None and old.delivered >= needed):
             return None
-        return self.mark(key, target, position)
+        return self.mark(key, min(last + FETCH_MARK_STEP, reach), position)
 
     def reach(self, key: Key) -> int:
         """The last offset of ``key`` its fetch-time marks cover (-1 if none does, or the
