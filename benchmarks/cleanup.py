@@ -25,6 +25,12 @@ async def _delete_redis(name: str) -> None:
 
     async with RedisStreamsBroker(REDIS_URL) as broker:
         await broker.delete_topic(name)
+        # The raw and peer sides name their own keys (the bare Starlette endpoint's stream is
+        # the topic itself, ~50 MB a round): delete every other key containing the name too.
+        client = broker.client
+        keys = [key async for key in client.scan_iter(match=f"*{name}*", count=1000)]
+        for start in range(0, len(keys), 1000):
+            await client.delete(*keys[start : start + 1000])
 
 
 def _delete_rabbitmq(name: str) -> None:
