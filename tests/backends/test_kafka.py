@@ -205,6 +205,26 @@ def test_fetched_records_are_marked_at_fetch_within_reach_of_the_committed_posit
     assert book.reach(crashed) == -1
 
 
+def test_a_commit_past_everything_fetched_clears_a_mark_that_reached_further() -> None:
+    # Given a clean partition committed at 100, whose records 100-150 were fetched and marked
+    # FETCH_MARK_STEP records further
+    book = MarkBook()
+    key = ("orders", 0)
+    book.assigned([TopicPartition(*key, 100)])
+    book.mark_fetched(key, 100, 150)
+
+    # When offsets are committed while some fetched records are unsettled, Then the mark goes
+    # with them
+    [busy] = book.with_marks([TopicPartition(*key, 140)])
+    assert Mark.parse(busy.metadata) == Mark(150 + FETCH_MARK_STEP)
+    # And once everything fetched is settled, the commit clears it: a crash of an idle
+    # consumer leaves no suspects behind
+    [idle] = book.with_marks([TopicPartition(*key, 151)])
+    assert Mark.parse(idle.metadata) is None
+    # And the next fetch is marked afresh
+    assert Mark.parse(book.mark_fetched(key, 151, 160).metadata) == Mark(160 + FETCH_MARK_STEP)
+
+
 def test_settings_build_a_kafka_broker() -> None:
     # Given Kafka settings, When the registry builds the broker, Then they are applied
     settings = Settings(

@@ -24,8 +24,8 @@ dead-letter limit), while the messages beside it are not blamed for it. A record
 never handed to a handler before the crash is counted once too many (attempt 2 on its first
 real delivery): the price of marking ahead instead of one commit per message. That includes
 records not fetched yet at the crash, up to ``FETCH_MARK_STEP`` of them per partition, if
-they are fetched while the crashed owner's records are still being probed (afterwards the
-partition is marked afresh).
+they are fetched while the crashed owner's records are still being probed. A commit made
+once everything fetched is settled clears the mark, so an idle consumer leaves none.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ class MarkBook:
         self._clean: set[Key] = set()  # assigned, and not taken over from a crashed owner
         self._positions: dict[Key, int] = {}
         self._marks: dict[Key, Mark] = {}
+        self._fetched: dict[Key, int] = {}  # the last offset fetched, of clean partitions
 
     def assigned(self, committed: list[Any]) -> dict[Key, Mark]:
         """Take in the committed offsets of new partitions; return the marks of those whose
@@ -122,6 +123,7 @@ class MarkBook:
             self._clean.discard(key)
             self._positions.pop(key, None)
             self._marks.pop(key, None)
+            self._fetched.pop(key, None)
 
     def mark(self, key: Key, delivered: int, position: int) -> Any:
         """The commit recording that records up to ``delivered`` may be handed to handlers
@@ -146,6 +148,7 @@ class MarkBook:
         assignment its marks follow its probes and deliveries instead)."""
         if key not in self._clean:
             return None
+        self._fetched[key] = max(last, self._fetched.get(key, last))
         position = self._positions.get(key, first)
         reach = position + FETCH_MARK_AHEAD
         needed = min(last, reach)
@@ -179,7 +182,12 @@ class MarkBook:
             position = max(tp.offset, self._positions.get(key, tp.offset))
             self._positions[key] = position
             mark = None if clear else self._marks.get(key)
-            if mark is not None and mark.delivered < position:
+            # Records past the last one fetched were never delivered, whatever a fetch-time
+            # mark reached (FETCH_MARK_STEP): an idle consumer's commit clears its mark.
+            delivered = (
+                -1 if mark is None else min(mark.delivered, self._fetched.get(key, mark.delivered))
+            )
+            if delivered < position:
                 mark = None  # everything delivered is settled
             if mark is None:
                 self._marks.pop(key, None)
