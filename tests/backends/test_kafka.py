@@ -33,6 +33,7 @@ from queuekit.settings import Settings
 from queuekit.testing.conformance import (
     assert_no_delivery,
     collect,
+    delete_used_topics,
     eventually,
     next_delivery,
     publish_json,
@@ -58,9 +59,7 @@ async def kafka() -> AsyncIterator[Callable[..., KafkaBroker]]:
     yield make  # type: ignore[misc]
     for broker in reversed(made):
         await broker.close()
-    async with KafkaBroker(BOOTSTRAP) as cleaner:  # unique topics: do not pile them up
-        for topic in set().union(*(broker.used_topics for broker in made)):
-            await cleaner.delete_topic(topic)
+    await delete_used_topics(made, lambda: KafkaBroker(BOOTSTRAP))  # unique: do not pile up
 
 
 def committed_offsets(topic: str, group: str) -> dict[tuple[str, int], int]:

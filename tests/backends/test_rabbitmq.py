@@ -31,6 +31,7 @@ from queuekit.broker import Subscription
 from queuekit.errors import BrokerError, BrokerUnavailable, ConnectionLost, PublishError
 from queuekit.message import Message
 from queuekit.settings import Settings
+from queuekit.testing.conformance import delete_used_topics
 
 URL = "amqp://guest:guest@127.0.0.1:5672/"
 MANAGEMENT = "http://127.0.0.1:15672"
@@ -48,9 +49,7 @@ async def broker() -> AsyncIterator[RabbitMQBroker]:
     async with RabbitMQBroker(URL, visibility_timeout=1.0) as connected:
         yield connected
     # The tests' topics are unique: nothing of them should stay on the shared server.
-    async with RabbitMQBroker(URL) as cleaner:
-        for topic in connected.used_topics:
-            await cleaner.delete_topic(topic)
+    await delete_used_topics([connected], lambda: RabbitMQBroker(URL))
 
 
 @pytest.fixture

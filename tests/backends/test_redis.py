@@ -31,7 +31,12 @@ from queuekit.broker import Delivery, Subscription
 from queuekit.errors import BrokerUnavailable, ConfigError
 from queuekit.message import Message
 from queuekit.settings import Settings
-from queuekit.testing.conformance import assert_no_delivery, group_stats, unique_topic
+from queuekit.testing.conformance import (
+    assert_no_delivery,
+    delete_used_topics,
+    group_stats,
+    unique_topic,
+)
 
 T = TypeVar("T")
 
@@ -157,9 +162,7 @@ async def make_broker() -> AsyncIterator[Callable[..., Awaitable[RedisStreamsBro
     for broker in reversed(made):
         await broker.close()
     # The tests' topics are unique: nothing of them should stay in the shared Redis.
-    async with RedisStreamsBroker(REDIS_URL) as cleaner:
-        for topic in set().union(*(broker.used_topics for broker in made)):
-            await cleaner.delete_topic(topic)
+    await delete_used_topics(made, lambda: RedisStreamsBroker(REDIS_URL))
 
 
 @pytest.fixture

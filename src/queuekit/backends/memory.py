@@ -409,14 +409,9 @@ class MemorySubscription(Subscription):
             if len(self._held) >= self._prefetch:
                 await self._wait(for_messages=False, due=None)  # until a settlement or close
                 continue
-            group = self._group
-            if group.delayed or group.expiries:  # else there is nothing to promote
-                group.promote(time.monotonic())
-            token = self._broker.store.new_token()
-            entry = group.take(self, token)
-            if entry is not None:
-                self._held.add(token)
-                return MemoryDelivery(self._broker, self._group, self._group_name, token, entry)
+            ready = self.take_ready(1)
+            if ready:
+                return ready[0]
             await self._wait(for_messages=True, due=self._group.next_due())
 
     def take_ready(self, limit: int) -> list[MemoryDelivery]:
@@ -426,7 +421,7 @@ class MemorySubscription(Subscription):
         if self._closed or room <= 0:
             return taken
         group = self._group
-        if group.delayed or group.expiries:
+        if group.delayed or group.expiries:  # else there is nothing to promote
             group.promote(time.monotonic())
         store = self._broker.store
         while room > 0:

@@ -203,10 +203,9 @@ class RabbitMQSubscription(Subscription):
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            delivery = self._prepare(self._buffer.popleft())
-            if delivery is not None:
-                self._unsettled += 1
-                return delivery
+            ready = self.take_ready(1)
+            if ready:
+                return ready[0]
 
     def take_ready(self, limit: int) -> list[RabbitMQDelivery]:
         """The deliveries :meth:`__anext__` would hand out now, up to ``limit``: none while

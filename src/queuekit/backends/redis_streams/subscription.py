@@ -179,9 +179,7 @@ class RedisSubscription(Subscription):
                 raise self._failure
             self._arrived.clear()
             await self._arrived.wait()
-        delivery = self._buffer.popleft()
-        self._unsettled.add(delivery.ref)
-        self._handed += 1
+        [delivery] = self._hand_out(1)
         if not self._handed % YIELD_EVERY:
             # A consumer whose handler never awaits would otherwise starve the fetch loop
             # until the buffer is empty; this lets the next batch be fetched meanwhile.
@@ -191,9 +189,11 @@ class RedisSubscription(Subscription):
     def take_ready(self, limit: int) -> list[RedisDelivery]:
         """The fetched deliveries :meth:`__anext__` would hand out now, up to ``limit``
         (none once closing)."""
+        return [] if self._closed else self._hand_out(limit)
+
+    def _hand_out(self, limit: int) -> list[RedisDelivery]:
+        """Up to ``limit`` buffered deliveries, counted as handed out and unsettled."""
         buffer = self._buffer
-        if self._closed:
-            return []
         taken = [buffer.popleft() for _ in range(min(limit, len(buffer)))]
         unsettled = self._unsettled
         for delivery in taken:

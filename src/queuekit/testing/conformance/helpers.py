@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import pytest
 
@@ -35,11 +35,39 @@ def unique_topic(prefix: str = "conf") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
+@runtime_checkable
+class DeletesTopics(Protocol):
+    """A broker that can delete a topic outright and knows which topics it used (Kafka, Redis
+    and RabbitMQ; not part of :class:`~queuekit.broker.Admin`)."""
+
+    @property
+    def used_topics(self) -> frozenset[str]: ...
+
+    async def delete_topic(self, topic: str) -> None: ...
+
+
+async def delete_used_topics(brokers: Iterable[Broker], build: Callable[[], Broker]) -> None:
+    """Delete every topic that ``brokers`` published to or subscribed to, through a broker
+    from ``build``, so that unique test topics do not pile up on a shared server; nothing on
+    a backend without ``delete_topic``."""
+    used: set[str] = set()
+    for broker in brokers:
+        if isinstance(broker, DeletesTopics):
+            used.update(broker.used_topics)
+    if not used:
+        return
+    async with build() as cleaner:
+        assert isinstance(cleaner, DeletesTopics)
+        for topic in sorted(used):
+            await cleaner.delete_topic(topic)
+
+
 @asynccontextmanager
 async def connected_brokers(build: Callable[[], Broker]) -> AsyncIterator[BrokerFactory]:
     """Yield a :data:`BrokerFactory` whose brokers come from ``build``, connected.
 
-    Every broker it made is closed on exit (closing twice is harmless by contract).
+    Every broker it made is closed on exit (closing twice is harmless by contract), then the
+    topics they used are deleted where the backend can (:func:`delete_used_topics`).
     """
     made: list[Broker] = []
 
@@ -54,6 +82,7 @@ async def connected_brokers(build: Callable[[], Broker]) -> AsyncIterator[Broker
     finally:
         for broker in reversed(made):
             await broker.close()
+        await delete_used_topics(made, build)
 
 
 async def publish_json(
