@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from queuekit.batching import GroupCommitter
 from queuekit.errors import BackendNotInstalled, ConfigError, QueuekitError
 from queuekit.settings import Settings
+from queuekit.sqlite_wal import enable_wal
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -279,7 +280,7 @@ class SqliteIdempotencyStore(IdempotencyStore):
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
+        enable_wal(conn, 30.0)
         conn.execute("PRAGMA synchronous=NORMAL")
         for statement in _SCHEMA:
             conn.execute(statement)

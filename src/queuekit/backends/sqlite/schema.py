@@ -136,8 +136,7 @@ SYNC_RELAXED = "PRAGMA synchronous = NORMAL"
 DURABLE_PRAGMAS = (SYNC_DURABLE, "PRAGMA cache_size = -512")
 RELAXED_PRAGMAS = (SYNC_RELAXED,)
 
-CONNECTION_PRAGMAS = (
-    "PRAGMA journal_mode = WAL",
+CONNECTION_PRAGMAS = (  # after queuekit.sqlite_wal.enable_wal
     "PRAGMA foreign_keys = OFF",
     "PRAGMA temp_store = MEMORY",
     # 1 MiB, half SQLite's default: a queue's working set is the head and tail of a few

@@ -35,6 +35,7 @@ from queuekit.backends.sqlite.schema import (
 from queuekit.broker import GroupStats, TopicStats
 from queuekit.errors import BrokerUnavailable
 from queuekit.message import DEFAULT_GROUP, DLQ_GROUP, Message, dlq_topic, parse_dead_letter
+from queuekit.sqlite_wal import enable_wal
 
 # Same shape for both tables, so one row decoder serves both.
 _DEAD_LETTER_COLUMNS = "dl_seq, id, topic, payload, headers, key, priority, NULL, created_at"
@@ -265,9 +266,9 @@ class SqliteStore:
             for pragmas in (RELAXED_PRAGMAS, DURABLE_PRAGMAS):
                 connection = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
                 connections.append(connection)
+                mode = enable_wal(connection, busy_timeout)
                 for pragma in (*CONNECTION_PRAGMAS, *pragmas):
                     connection.execute(pragma)
-                mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
                 if mode != "wal":
                     raise BrokerUnavailable(f"{path}: cannot use WAL journal mode (got {mode!r})")
             store = cls(*connections)
