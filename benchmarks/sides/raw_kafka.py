@@ -19,12 +19,13 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from benchmarks.workload import (
     KAFKA_BOOTSTRAP,
     KAFKA_PARTITIONS,
-    PAYLOAD,
     PREFETCH,
     PUBLISH_BATCH,
     WARMUP,
     Stopwatch,
+    encode,
     handle,
+    payload,
     report,
     unique_name,
 )
@@ -32,6 +33,7 @@ from benchmarks.workload import (
 
 def produce(producer: Producer, topic: str, count: int) -> None:
     failures: list[object] = []
+    body = payload()
 
     def on_delivery(error: object, _record: object) -> None:
         if error is not None:
@@ -42,7 +44,7 @@ def produce(producer: Producer, topic: str, count: int) -> None:
             try:
                 producer.produce(
                     topic,
-                    PAYLOAD,
+                    encode(body),
                     headers=[("id", uuid.uuid4().hex.encode())],
                     on_delivery=on_delivery,
                 )

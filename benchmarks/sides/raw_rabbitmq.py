@@ -16,24 +16,26 @@ from aiormq import spec
 from aiormq.abc import DeliveredMessage
 
 from benchmarks.workload import (
-    PAYLOAD,
     PREFETCH,
     PUBLISH_BATCH,
     RABBITMQ_URL,
     WARMUP,
     Stopwatch,
+    encode,
     handle,
+    payload,
     report,
     unique_name,
 )
 
 
 async def produce(channel: aiormq.abc.AbstractChannel, queue: str, count: int) -> None:
+    body = payload()
     for first in range(0, count, PUBLISH_BATCH):
         await asyncio.gather(
             *(
                 channel.basic_publish(
-                    PAYLOAD,
+                    encode(body),
                     routing_key=queue,
                     properties=spec.Basic.Properties(
                         message_id=uuid.uuid4().hex,

@@ -12,13 +12,14 @@ import asyncio
 from redis.asyncio import Redis
 
 from benchmarks.workload import (
-    PAYLOAD,
     PREFETCH,
     PUBLISH_BATCH,
     REDIS_URL,
     WARMUP,
     Stopwatch,
+    encode,
     handle,
+    payload,
     report,
     unique_name,
 )
@@ -27,10 +28,11 @@ GROUP = "bench"
 
 
 async def produce(client: Redis, stream: str, count: int) -> None:
+    body = payload()
     for first in range(0, count, PUBLISH_BATCH):
         pipe = client.pipeline(transaction=False)
         for _ in range(min(PUBLISH_BATCH, count - first)):
-            pipe.xadd(stream, {"payload": PAYLOAD})
+            pipe.xadd(stream, {"payload": encode(body)})
         await pipe.execute()
 
 

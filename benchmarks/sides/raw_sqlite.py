@@ -20,7 +20,16 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.workload import PAYLOAD, PREFETCH, PUBLISH_BATCH, WARMUP, Stopwatch, handle, report
+from benchmarks.workload import (
+    PREFETCH,
+    PUBLISH_BATCH,
+    WARMUP,
+    Stopwatch,
+    encode,
+    handle,
+    payload,
+    report,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -49,8 +58,9 @@ def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
 
 
 def produce(db: sqlite3.Connection, count: int, wake: threading.Event) -> None:
+    body = payload()
     for first in range(0, count, PUBLISH_BATCH):
-        rows = [(PAYLOAD,)] * min(PUBLISH_BATCH, count - first)
+        rows = [(encode(body),) for _ in range(min(PUBLISH_BATCH, count - first))]
         db.execute("BEGIN IMMEDIATE")
         db.executemany("INSERT INTO messages (payload) VALUES (?)", rows)
         db.execute("COMMIT")
