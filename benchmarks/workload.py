@@ -46,20 +46,16 @@ def unique_name(prefix: str) -> str:
     return f"bench-{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+# encode(value) -> bytes: a payload object as the JSON a raw side publishes, once per message.
 try:  # the raw clients at their best encode and decode with orjson, like queuekit
-    from orjson import dumps as _encode
+    from orjson import dumps as encode
     from orjson import loads as _decode
 except ImportError:  # pragma: no cover - a peers virtualenv without orjson
 
-    def _encode(value: Any) -> bytes:
+    def encode(value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":")).encode()
 
     _decode = json.loads
-
-
-def encode(value: Any) -> bytes:
-    """A payload object as the JSON bytes a raw side publishes (one call per message)."""
-    return _encode(value)
 
 
 assert len(encode(payload())) == PAYLOAD_BYTES
