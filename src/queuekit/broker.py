@@ -265,3 +265,13 @@ class Admin(abc.ABC):
     @abc.abstractmethod
     async def purge_dead_letters(self, topic: str) -> int:
         """Delete every dead letter of ``topic``; return how many."""
+
+    @abc.abstractmethod
+    async def delete_topic(self, topic: str) -> None:
+        """Delete ``topic`` and all the broker keeps for it, for every group.
+
+        Its waiting, delayed and in-flight messages, retries, dead letters, groups and broker
+        objects (queues, streams, Kafka topics) are gone; other topics are untouched, also
+        those whose names begin with this one's. Close the topic's subscriptions first. A
+        later publish starts the topic afresh. Deleting an unknown topic does nothing.
+        """

@@ -415,16 +415,14 @@ async def test_delete_topic_removes_its_queues_and_exchange_and_nothing_else(
     # When the topic is deleted
     await broker.delete_topic(topic)
 
-    # Then none of its queues nor its exchange is left, it is no longer listed, and the
-    # neighbour is untouched
+    # Then none of its queues nor its exchange is left, and the neighbour's are untouched
+    # (what every backend's deletion promises is in the conformance suite)
     left = [q for q in await queue_names() if q.startswith(f"{topic}:") or q == f"{topic}.dlq"]
     assert left == []
     exchanges = await management_get("/api/exchanges/%2F?columns=name")
-    assert topic not in {exchange["name"] for exchange in exchanges}
-    topics = await broker.list_topics()
-    assert topic not in topics
-    assert neighbour in topics
-    assert (await broker.topic_stats(neighbour)).depth == 1
+    names = {exchange["name"] for exchange in exchanges}
+    assert topic not in names
+    assert neighbour in names
 
 
 async def queue_names() -> set[str]:

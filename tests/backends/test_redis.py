@@ -514,11 +514,9 @@ async def test_deleting_a_topic_removes_every_key_of_it_and_nothing_else(
     # When the topic is deleted
     await broker.delete_topic(topic)
 
-    # Then none of its keys is left, it is no longer listed, and the neighbour is untouched
+    # Then none of its keys is left, and the neighbour's stream is untouched (what every
+    # backend's deletion promises is in the conformance suite)
     assert [key async for key in raw.scan_iter(match=TopicKeys(topic).base + "*")] == []
-    topics = await broker.list_topics()
-    assert topic not in topics
-    assert neighbour in topics
     assert await raw.xlen(TopicKeys(neighbour).base) == 1
     await broker.delete_topic(neighbour)
 

@@ -201,6 +201,28 @@ async def test_messages_survive_a_restart_on_the_same_file(path: Path) -> None:
     assert [d.message for d in received] == [m.with_attempt(1) for m in sent]
 
 
+async def test_a_publish_after_another_broker_deleted_the_topic_is_kept(
+    broker: SqliteBroker, path: Path
+) -> None:
+    # Given a broker that has published to a topic (and remembers it has a queue)
+    await broker.publish([Message.build("orders", "before")])
+
+    # When another broker on the file deletes the topic, and the first publishes again
+    async with SqliteBroker(path) as other:
+        await other.delete_topic("orders")
+        assert await other.list_topics() == []
+    after = Message.build("orders", "after")
+    await broker.publish([after])
+
+    # Then the new message is stored in a fresh default group, and only it is delivered
+    assert table_count(path, "deliveries") == 1
+    sub = await broker.subscribe("orders")
+    async with asyncio.timeout(WAIT):
+        delivery = await anext(sub)
+    await delivery.ack()
+    assert delivery.message.id == after.id
+
+
 async def test_a_message_leaves_the_file_once_every_group_settled_it(
     broker: SqliteBroker, path: Path
 ) -> None:

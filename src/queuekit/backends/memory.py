@@ -285,6 +285,10 @@ class MemoryStore:
     def topic_names(self) -> list[str]:
         return sorted(self._topics)
 
+    def drop(self, name: str) -> None:
+        """Forget topic ``name`` with its groups and dead letters (if it exists)."""
+        self._topics.pop(name, None)
+
     def new_token(self) -> int:
         return next(self._tokens)
 
@@ -607,6 +611,10 @@ class MemoryBroker(Broker, Admin):
         count = len(state.dead_letters)
         state.dead_letters = []
         return count
+
+    async def delete_topic(self, topic: str) -> None:
+        self.check_connected()
+        self.store.drop(validate_topic(topic))
 
 
 def from_settings(settings: Settings) -> MemoryBroker:

@@ -218,8 +218,8 @@ class KafkaBroker(Broker, Admin):
         return await self._connected()[1].list_topics()
 
     async def delete_topic(self, topic: str) -> None:
-        """Delete every Kafka topic and consumer group of ``topic`` (Kafka-only operation:
-        its messages, retries and dead letters are gone for every group)."""
+        """Delete every Kafka topic and consumer group of ``topic``: its lanes, delay, retry
+        and dead-letter topics (see :meth:`Admin.delete_topic`)."""
         _, admin = self._connected()
         await admin.delete_topic(validate_topic(topic))
 

@@ -252,9 +252,8 @@ class RabbitMQBroker(Broker, Admin):
         return await self._guard(self._admin_ops().purge_dead_letters(topic))
 
     async def delete_topic(self, topic: str) -> None:
-        """Delete the exchange and every queue of ``topic`` (RabbitMQ-only operation, as on
-        Kafka and Redis: its messages, groups, waiting retries and dead letters are gone for
-        every group; consumers of its queues are cancelled by RabbitMQ)."""
+        """Delete the exchange and every queue of ``topic``: its group queues, delay tiers and
+        dead-letter queue (see :meth:`Admin.delete_topic`); RabbitMQ cancels their consumers."""
         await self._guard(self._admin_ops().delete_topic(topic))
         self.topology.forget_topic(topic)
         self._topic_routes.pop(topic, None)

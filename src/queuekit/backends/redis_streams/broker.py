@@ -286,8 +286,8 @@ class RedisStreamsBroker(Broker, Admin):
             return await admin.purge_dead_letters(self.scripts, topic)
 
     async def delete_topic(self, topic: str) -> None:
-        """Delete every key of ``topic`` (Redis-only operation, as on Kafka: its messages,
-        groups, retries and dead letters are gone for every group)."""
+        """Delete every key of ``topic``: its lanes, delayed set, groups, retries and dead
+        letters (see :meth:`Admin.delete_topic`)."""
         validate_topic(topic)
         with mapped_errors(f"deleting {topic}"):
             await admin.delete_topic(self.client, topic)

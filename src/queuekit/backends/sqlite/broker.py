@@ -281,3 +281,7 @@ class SqliteBroker(Broker, Admin):
     async def purge_dead_letters(self, topic: str) -> int:
         validate_topic(topic)
         return await self._database.call(lambda store: store.purge_dead_letters(topic))
+
+    async def delete_topic(self, topic: str) -> None:
+        validate_topic(topic)
+        await self._database.call(lambda store: store.delete_topic(topic))

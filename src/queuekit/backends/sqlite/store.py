@@ -249,8 +249,9 @@ class SqliteStore:
         self._db = connection
         self._durable = durable
         self.write_transactions = 0
-        # Topics known to have a queue: queues are never deleted, so a topic's first publish
-        # through this store is the only one that needs to create its default group.
+        # Topics seen with a queue, so that only a topic's first publish through this store
+        # looks for a group to create; a topic deleted since (by any process) is noticed by
+        # the publish that finds it without a queue.
         self._topics_with_queues: set[str] = set()
 
     @classmethod
@@ -335,16 +336,12 @@ class SqliteStore:
         new_topics = by_topic.keys() - self._topics_with_queues
         with self._write(durable=True) as db:
             if new_topics:
-                db.executemany(
-                    "INSERT INTO queues (topic, grp, created_at) SELECT ?1, ?2, ?3"
-                    " WHERE NOT EXISTS (SELECT 1 FROM queues WHERE topic = ?1)",
-                    [(topic, DEFAULT_GROUP, now) for topic in new_topics],
-                )
-            queues = db.execute(
-                "SELECT topic, queue_id FROM queues"
-                " WHERE topic IN (SELECT value FROM json_each(?)) ORDER BY queue_id",
-                (_json_array(by_topic),),
-            ).fetchall()
+                self._create_default_queues(db, new_topics, now)
+            queues = self._queues_of(db, by_topic)
+            deleted = by_topic.keys() - {topic for topic, _ in queues}
+            if deleted:  # deleted since this store saw them: they start afresh
+                self._create_default_queues(db, deleted, now)
+                queues = self._queues_of(db, by_topic)
             first_copies: dict[tuple[str, int], int] = {}  # (topic, chunk start) -> seq
             for topic, queue_id in queues:
                 batch = by_topic[topic]
@@ -359,8 +356,27 @@ class SqliteStore:
                         # One statement under our write lock: its rows got consecutive seqs.
                         assert cursor.lastrowid is not None
                         first_copies[topic, start] = cursor.lastrowid - len(chunk) + 1
-        self._topics_with_queues.update(new_topics)
+        self._topics_with_queues.update(by_topic)
         return set(by_topic)
+
+    @staticmethod
+    def _create_default_queues(db: sqlite3.Connection, topics: Iterable[str], now: float) -> None:
+        """The default group's queue of each of ``topics`` that has no queue at all."""
+        db.executemany(
+            "INSERT INTO queues (topic, grp, created_at) SELECT ?1, ?2, ?3"
+            " WHERE NOT EXISTS (SELECT 1 FROM queues WHERE topic = ?1)",
+            [(topic, DEFAULT_GROUP, now) for topic in topics],
+        )
+
+    @staticmethod
+    def _queues_of(db: sqlite3.Connection, topics: Iterable[str]) -> list[tuple[str, int]]:
+        """(topic, queue id) of every group of ``topics``, in queue id order."""
+        rows: list[tuple[str, int]] = db.execute(
+            "SELECT topic, queue_id FROM queues"
+            " WHERE topic IN (SELECT value FROM json_each(?)) ORDER BY queue_id",
+            (_json_array(topics),),
+        ).fetchall()
+        return rows
 
     # -- consuming ------------------------------------------------------------------------
 
@@ -645,3 +661,17 @@ class SqliteStore:
         with self._write() as db:
             deleted: int = db.execute("DELETE FROM dead_letters WHERE topic = ?", (topic,)).rowcount
         return deleted
+
+    def delete_topic(self, topic: str) -> None:
+        """Delete ``topic``'s groups with every delivery in them (leased ones too), their
+        consumers' registrations and its dead letters, in one transaction."""
+        with self._write(durable=True) as db:
+            db.execute(
+                "DELETE FROM deliveries"
+                " WHERE queue_id IN (SELECT queue_id FROM queues WHERE topic = ?)",
+                (topic,),
+            )
+            db.execute("DELETE FROM queues WHERE topic = ?", (topic,))
+            db.execute("DELETE FROM consumers WHERE topic = ?", (topic,))
+            db.execute("DELETE FROM dead_letters WHERE topic = ?", (topic,))
+        self._topics_with_queues.discard(topic)

@@ -1,4 +1,4 @@
-"""Conformance: the Admin interface (stats, purge, dead letters, replay)."""
+"""Conformance: the Admin interface (stats, purge, dead letters, replay, deleting topics)."""
 
 from __future__ import annotations
 
@@ -165,3 +165,35 @@ class AdminConformance(ConformanceBase):
         assert topic in topics
         assert topics == sorted(topics)
         assert not [name for name in topics if name.endswith(DLQ_SUFFIX)]
+
+    async def test_delete_topic_removes_it_for_every_group_and_spares_its_neighbour(
+        self, broker: Broker, topic: str
+    ) -> None:
+        admin = require_admin(broker)
+        # Given a topic with two groups, a dead letter and a delayed message, and a neighbour
+        # topic whose name begins with the topic's
+        neighbour = topic + "-2"
+        billing = await broker.subscribe(topic, "billing")
+        audit = await broker.subscribe(topic, "audit")
+        await publish_json(broker, topic, ["bad"])
+        await (await next_delivery(billing)).dead_letter("bad")
+        await broker.publish(
+            [Message.build(topic, "later", delay=300), Message.build(neighbour, "kept")]
+        )
+        await billing.close()
+        await audit.close()
+        await eventually(lambda: admin.topic_stats(topic), lambda s: s.dead_letters == 1)
+
+        # When the topic is deleted
+        await admin.delete_topic(topic)
+
+        # Then it is no longer listed and holds nothing, for any group
+        await eventually(admin.list_topics, lambda topics: topic not in topics)
+        stats = await admin.topic_stats(topic)
+        assert (stats.groups, stats.dead_letters) == ((), 0)
+        assert await admin.dead_letters(topic) == []
+        # And the neighbour is untouched
+        assert neighbour in await admin.list_topics()
+        await eventually(lambda: admin.topic_stats(neighbour), lambda s: s.depth == 1)
+        # And deleting it again does nothing
+        await admin.delete_topic(topic)
