@@ -300,6 +300,22 @@ def stats(
     out.print(table)
 
 
+@cli.command("delete-topic")
+def delete_topic(
+    topic: Annotated[str, typer.Argument(help="The topic to delete.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    queue_type: QueueType = None,
+) -> None:
+    """Delete TOPIC with every message, retry and dead letter of every group."""
+    settings = settings_from_env(one_shot=True, queue_type=queue_type)
+    if not yes and not typer.confirm(
+        f"Delete {topic} with every message and dead letter of every group?"
+    ):
+        raise fail("not confirmed, nothing was deleted (--yes skips the question)")
+    run_async(lambda: with_admin(settings, lambda a: a.delete_topic(topic)))
+    out.print(f"deleted {topic}")
+
+
 @dlq.command("list")
 def dlq_list(
     topic: Annotated[str, typer.Argument(help="The topic whose dead letters to show.")],

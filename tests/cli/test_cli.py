@@ -285,6 +285,38 @@ async def test_dlq_purge_confirmed_on_stdin_deletes(cli: Cli) -> None:
     assert cli.stats()["orders"]["dead_letters"] == 0
 
 
+# -- delete-topic ---------------------------------------------------------------------------
+
+
+async def test_delete_topic_with_yes_deletes_it_and_nothing_else(cli: Cli) -> None:
+    # Given a topic with a dead letter and a waiting message, and a second topic
+    await make_dead_letter(cli.sqlite_path, "orders", {})
+    assert cli("send", "orders", "{}").code == 0
+    assert cli("send", "emails", "{}").code == 0
+
+    # When "orders" is deleted with --yes
+    result = cli("delete-topic", "orders", "--yes")
+
+    # Then it is gone, and "emails" is untouched
+    assert result.code == 0, result.output
+    assert "deleted orders" in result.stdout
+    stats = cli.stats()
+    assert "orders" not in stats
+    assert stats["emails"]["groups"][0]["depth"] == 1  # type: ignore[index]
+
+
+async def test_delete_topic_without_confirmation_deletes_nothing(cli: Cli) -> None:
+    # Given a topic with a waiting message
+    assert cli("send", "orders", "{}").code == 0
+
+    # When delete-topic runs without --yes and the answer is "n"
+    result = cli("delete-topic", "orders", stdin="n\n")
+
+    # Then it exits non-zero with one error line, and the topic is still there
+    assert "not confirmed" in assert_one_error_line(result)
+    assert cli.stats()["orders"]["groups"][0]["depth"] == 1  # type: ignore[index]
+
+
 def test_dlq_list_of_an_invalid_topic_is_one_line(cli: Cli) -> None:
     assert "invalid topic" in assert_one_error_line(cli("dlq", "list", "no such topic"))
 
