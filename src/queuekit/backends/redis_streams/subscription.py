@@ -172,9 +172,11 @@ class RedisSubscription(Subscription):
     async def __anext__(self) -> RedisDelivery:
         if not self._tasks and not self._closed:
             self._start()
-        while not self._buffer:
-            if self._closed:
+        while True:
+            if self._closed:  # what is buffered goes back to the group (see close)
                 raise StopAsyncIteration
+            if self._buffer:
+                break
             if self._failure is not None:
                 raise self._failure
             self._arrived.clear()

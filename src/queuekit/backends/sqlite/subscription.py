@@ -157,12 +157,12 @@ class SqliteSubscription(Subscription):
 
     async def __anext__(self) -> SqliteDelivery:
         while True:
+            if self._closed:  # what is buffered goes back to the group (see close)
+                raise StopAsyncIteration
             if self._buffer:
                 delivery = self._buffer.popleft()
                 self._claim_ahead()
                 return delivery
-            if self._closed:
-                raise StopAsyncIteration
             self._wakeup.clear()
             claiming = self._claiming
             if claiming is None and len(self._held) < self.prefetch:

@@ -98,6 +98,30 @@ class LifecycleConformance(ConformanceBase):
             await anext(sub)
         await sub.close()  # idempotent
 
+    async def test_nothing_is_handed_out_once_closing_began(
+        self, broker: Broker, topic: str
+    ) -> None:
+        # Given a consumer holding fetched messages it has not handed out yet
+        sub = await broker.subscribe(topic, prefetch=10)
+        sent = await publish_json(broker, topic, range(5))
+        first = await next_delivery(sub)
+        await first.ack()
+
+        async def next_or_end() -> Delivery | None:
+            try:
+                return await anext(sub)
+            except StopAsyncIteration:
+                return None
+
+        # When the consumer asks for the next one just after closing began
+        _, handed = await asyncio.gather(sub.close(), next_or_end())
+
+        # Then the iteration has ended, and the others go to the next consumer of the group
+        assert handed is None
+        rest = await collect(await broker.subscribe(topic), 4)
+        await ack_all(rest)
+        assert sorted(d.message.id for d in [first, *rest]) == sorted(m.id for m in sent)
+
     async def test_closing_the_broker_while_consuming_is_clean(
         self, make_broker: BrokerFactory, topic: str
     ) -> None:
