@@ -488,3 +488,4 @@ async def test_a_restart_of_rabbitmq_loses_no_confirmed_message() -> None:
         await asyncio.wait({consuming}, timeout=WAIT)
         for broker in (producer, consumer, impatient):
             await broker.close()
+        await delete_used_topics([producer, consumer], lambda: RabbitMQBroker(URL))
