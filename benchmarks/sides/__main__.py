@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-SIDES = ("raw", "queuekit")
+SIDES = ("raw", "queuekit", "floor", "floor-sticky")  # the floors: Kafka only
 BACKENDS = ("sqlite", "redis", "rabbitmq", "kafka", "memory")
 
 
@@ -18,6 +18,13 @@ def main() -> None:
         from benchmarks.sides import queuekit_side
 
         queuekit_side.run(args.backend, args.count)
+        return
+    if args.side.startswith("floor"):
+        if args.backend != "kafka":
+            raise SystemExit(f"no floor side for {args.backend}")
+        from benchmarks.sides import floor_kafka
+
+        floor_kafka.run(args.count, sticky=args.side == "floor-sticky")
         return
     if args.backend == "sqlite":
         from benchmarks.sides import raw_sqlite as raw

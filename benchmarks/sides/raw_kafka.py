@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -81,8 +84,11 @@ def one_pass(producer: Producer, consumer: Consumer, topic: str, count: int) -> 
     return clock.seconds
 
 
-def run(count: int) -> None:
-    topic = unique_name("raw")
+@contextmanager
+def fresh_topic(prefix: str, **producer_settings: Any) -> Iterator[tuple[str, Any, Any]]:
+    """A new topic of KAFKA_PARTITIONS partitions with a producer (acks=all, idempotent; plus
+    ``producer_settings``) and a consumer subscribed in its own group; deleted afterwards."""
+    topic = unique_name(prefix)
     admin = AdminClient({"bootstrap.servers": KAFKA_BOOTSTRAP})
     for future in admin.create_topics([NewTopic(topic, num_partitions=KAFKA_PARTITIONS)]).values():
         future.result()
@@ -93,6 +99,7 @@ def run(count: int) -> None:
             "acks": "all",
             "linger.ms": 2,
             "batch.num.messages": 10000,
+            **producer_settings,
         }
     )
     consumer = Consumer(
@@ -105,9 +112,15 @@ def run(count: int) -> None:
     )
     consumer.subscribe([topic])
     try:
-        one_pass(producer, consumer, topic, WARMUP)
-        report(count, one_pass(producer, consumer, topic, count))
+        yield topic, producer, consumer
     finally:
         consumer.close()
+        producer.flush(10)
         for future in admin.delete_topics([topic]).values():
             future.result()
+
+
+def run(count: int) -> None:
+    with fresh_topic("raw") as (topic, producer, consumer):
+        one_pass(producer, consumer, topic, WARMUP)
+        report(count, one_pass(producer, consumer, topic, count))
