@@ -9,6 +9,9 @@ from pathlib import Path
 
 import orjson
 
+from queuekit.backends.memory import MemoryBroker
+from queuekit.bench import BenchConfig, run_bench
+
 QUEUEKIT = str(Path(sys.executable).with_name("queuekit"))
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,3 +87,14 @@ def test_harness_runs_sqlite_side_by_side_and_writes_results(tmp_path: Path) -> 
     assert figures["environment"]["machine"]["cores"] >= 1
     assert "queuekit" in figures["environment"]["libraries"]
     assert results.with_suffix(".md").read_text().startswith("# queuekit benchmarks")
+
+
+async def test_a_bench_run_deletes_its_topic_afterwards() -> None:
+    # Given a broker
+    async with MemoryBroker() as broker:
+        # When a short benchmark runs on it
+        result = await run_bench(broker, BenchConfig(count=50, warmup=10, latency_fraction=0))
+
+        # Then every message was acked, and the benchmark's topic is gone
+        assert result.count == 50
+        assert await broker.list_topics() == []

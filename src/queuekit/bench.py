@@ -70,7 +70,7 @@ class BenchConfig:
         latency_fraction: the latency phase's rate, as a fraction of the measured peak;
             0 skips the latency phase.
         warmup: messages published and acked before timing starts.
-        topic: the topic used (purged before and after).
+        topic: the topic used (purged before, deleted after).
 
     Raises:
         ConfigError: a value is out of range.
@@ -262,7 +262,7 @@ async def run_bench(
         with contextlib.suppress(asyncio.CancelledError):
             await running
         if isinstance(broker, Admin):
-            await broker.purge(config.topic)
+            await broker.delete_topic(config.topic)
 
 
 async def _wait_until_consuming(worker: Worker, running: asyncio.Task[None]) -> None:
