@@ -195,5 +195,11 @@ class AdminConformance(ConformanceBase):
         # And the neighbour is untouched
         assert neighbour in await admin.list_topics()
         await eventually(lambda: admin.topic_stats(neighbour), lambda s: s.depth == 1)
-        # And deleting it again does nothing
+        # And deleting it again does nothing, and a later publish starts it afresh
         await admin.delete_topic(topic)
+        [fresh] = await publish_json(broker, topic, ["fresh"])
+        sub = await broker.subscribe(topic)
+        delivery = await next_delivery(sub)
+        await delivery.ack()
+        assert (delivery.message.id, delivery.attempt) == (fresh.id, 1)
+        await assert_no_delivery(sub, within=0.3)
