@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from brokers import port_open, require_broker
 from queuekit.backends import create_broker
 from queuekit.backends.redis_streams import RedisStreamsBroker, from_settings
+from queuekit.backends.redis_streams import subscription as redis_subscription
 from queuekit.backends.redis_streams.keys import TopicKeys
 from queuekit.broker import Delivery, Subscription
 from queuekit.errors import BrokerUnavailable, ConfigError
@@ -496,6 +497,27 @@ async def test_a_topic_without_groups_is_never_trimmed(
     # When trimming, Then they are kept for the first group to come
     assert await broker.trim(topic) == 0
     assert await raw.xlen(TopicKeys(topic).base) == 3
+
+
+async def test_closing_right_after_an_ack_does_not_sit_out_the_blocking_read(
+    make_broker: Callable[..., Awaitable[RedisStreamsBroker]],
+    topic: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a consumer whose blocking reads may last a minute, which has just acked a delivery
+    # (so its fetch loop is starting the next blocking read)
+    monkeypatch.setattr(redis_subscription, "MAX_BLOCK", 60.0)
+    broker = await make_broker()
+    broker.claim_interval = 60.0
+    sub = await broker.subscribe(topic)
+    await broker.publish([Message.build(topic, "x")])
+    await (await next_of(sub)).ack()
+
+    # When it is closed at once, Then the close does not wait for that read to return
+    # (Python 3.11's asyncio.wait_for, in redis-py's socket writes, used to swallow the
+    # cancellation of the fetch loop)
+    async with asyncio.timeout(WAIT):
+        await sub.close()
 
 
 async def test_deleting_a_topic_removes_every_key_of_it_and_nothing_else(

@@ -75,7 +75,7 @@ async def run_packed(client: Redis, packed: bytes, replies: int) -> list[Any]:
     for attempt in (1, 2):
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await connection.send_packed_command(packed, check_health=False)
+            await _write(connection, packed)
             return await _read_replies(connection, replies)
         except TRANSIENT_ERRORS:
             await connection.disconnect()
@@ -87,6 +87,24 @@ async def run_packed(client: Redis, packed: bytes, replies: int) -> list[Any]:
         finally:
             await pool.release(connection)
     raise AssertionError("unreachable")
+
+
+async def _write(connection: Any, packed: bytes) -> None:
+    """Write ``packed`` to ``connection`` (connected by the pool) under one deadline.
+
+    Not ``send_packed_command``: with a socket timeout it runs the write in
+    ``asyncio.wait_for``, which on Python 3.11 swallows a cancellation that arrives as the
+    write completes. A consumer being closed then sat out its whole blocking read (1 s).
+    """
+    writer = connection._writer
+    if writer is None:
+        raise redis_errors.ConnectionError("connection closed before writing")
+    writer.write(packed)
+    try:
+        async with asyncio.timeout(SOCKET_TIMEOUT):
+            await writer.drain()
+    except TimeoutError as exc:
+        raise redis_errors.TimeoutError(f"no room to write within {SOCKET_TIMEOUT:g} s") from exc
 
 
 async def _read_replies(connection: Any, replies: int) -> list[Any]:

@@ -210,9 +210,10 @@ class RedisSubscription(Subscription):
         self._arrived.set()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            # Not each awaited under suppress(CancelledError): that would swallow a
+            # cancellation of the caller too.
+            await asyncio.wait(self._tasks)
         self._buffer.clear()
         self._broker.forget(self)
         if self._tasks:
