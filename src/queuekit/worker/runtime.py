@@ -585,6 +585,12 @@ def run_worker_sync(app: App, settings: Settings, *, serve_health: bool = True) 
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for its end (raising what it failed with, if not cancelled).
+
+    Not ``await task`` under ``suppress(CancelledError)``: that swallows a cancellation of the
+    caller too.
+    """
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.result()

@@ -214,6 +214,9 @@ class RedisSubscription(Subscription):
             # Not each awaited under suppress(CancelledError): that would swallow a
             # cancellation of the caller too.
             await asyncio.wait(self._tasks)
+            for task in self._tasks:
+                if not task.cancelled():
+                    task.result()  # what a loop failed with, as awaiting it would raise
         self._buffer.clear()
         self._broker.forget(self)
         if self._tasks:
