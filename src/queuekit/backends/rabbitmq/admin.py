@@ -209,7 +209,8 @@ class _Fetch:
         while len(self._buffer) < count:
             self._arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), _FETCH_TIMEOUT)
+                async with asyncio.timeout(_FETCH_TIMEOUT):  # not wait_for (see broker.ping)
+                    await self._arrived.wait()
             except TimeoutError:
                 break  # the rest is held by another reader of the queue
         batch, self._buffer = self._buffer[:count], self._buffer[count:]
