@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast lint format bench brokers brokers-stop clean
+.PHONY: install run test test-fast lint format bench bench-floor brokers brokers-stop clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ brokers-stop:
 
 bench: $(STAMP) brokers ## Side-by-side throughput: raw clients vs queuekit.
 	$(BIN)/python -m benchmarks
+
+bench-floor: $(STAMP) brokers ## Kafka: raw client vs the floor of an asyncio design vs queuekit.
+	$(BIN)/python -m benchmarks.kafka_floor
 
 clean:
 	rm -rf .queuekit .pytest_cache .mypy_cache .ruff_cache
