@@ -11,7 +11,6 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from benchmarks.cleanup import delete_topic
 from benchmarks.workload import PAYLOAD_BYTES, PREFETCH, PUBLISH_BATCH, WARMUP, report, unique_name
 from queuekit.backends import create_broker
 from queuekit.bench import BenchConfig, run_bench
@@ -30,12 +29,8 @@ async def main(backend: str, count: int, folder: str) -> None:
         warmup=WARMUP,
         topic=topic,
     )
-    broker = create_broker(settings)
-    try:
-        async with broker:
-            result = await run_bench(broker, config)
-    finally:
-        await delete_topic(backend, topic)
+    async with create_broker(settings) as broker:
+        result = await run_bench(broker, config)  # deletes the topic's broker objects itself
     report(count, result.seconds, publish_rate=result.publish_rate)
 
 

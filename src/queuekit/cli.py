@@ -86,6 +86,13 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_ERROR)
 
 
+def confirm_or_fail(yes: bool, question: str, refused: str) -> None:
+    """Go on if ``yes`` (``--yes``) or the user answers yes to ``question``; else exit with
+    ``refused`` as the one error line (``--yes`` is named as the way to skip the question)."""
+    if not yes and not typer.confirm(question):
+        raise fail(f"{refused} (--yes skips the question)")
+
+
 def settings_from_env(*, one_shot: bool = False, **overrides: Any) -> Settings:
     """Settings from the environment plus command-line overrides, or exit with one line.
 
@@ -308,10 +315,11 @@ def delete_topic(
 ) -> None:
     """Delete TOPIC with every message, retry and dead letter of every group."""
     settings = settings_from_env(one_shot=True, queue_type=queue_type)
-    if not yes and not typer.confirm(
-        f"Delete {topic} with every message and dead letter of every group?"
-    ):
-        raise fail("not confirmed, nothing was deleted (--yes skips the question)")
+    confirm_or_fail(
+        yes,
+        f"Delete {topic} with every message and dead letter of every group?",
+        "not confirmed, nothing was deleted",
+    )
     run_async(lambda: with_admin(settings, lambda a: a.delete_topic(topic)))
     out.print(f"deleted {topic}")
 
@@ -378,8 +386,9 @@ def dlq_purge(
 ) -> None:
     """Delete every dead letter of TOPIC."""
     settings = settings_from_env(one_shot=True, queue_type=queue_type)
-    if not yes and not typer.confirm(f"Delete every dead letter of {topic}?"):
-        raise fail("not confirmed, nothing was purged (--yes skips the question)")
+    confirm_or_fail(
+        yes, f"Delete every dead letter of {topic}?", "not confirmed, nothing was purged"
+    )
     count = run_async(lambda: with_admin(settings, lambda a: a.purge_dead_letters(topic)))
     out.print(f"purged {count} dead letter(s) of {topic}")
 

@@ -159,10 +159,9 @@ class SqliteSubscription(Subscription):
         while True:
             if self._closed:  # what is buffered goes back to the group (see close)
                 raise StopAsyncIteration
-            if self._buffer:
-                delivery = self._buffer.popleft()
-                self._claim_ahead()
-                return delivery
+            ready = self.take_ready(1)
+            if ready:
+                return ready[0]
             self._wakeup.clear()
             claiming = self._claiming
             if claiming is None and len(self._held) < self.prefetch:

@@ -37,8 +37,8 @@ def unique_topic(prefix: str = "conf") -> str:
 
 @runtime_checkable
 class DeletesTopics(Protocol):
-    """A broker that can delete a topic outright and knows which topics it used (Kafka, Redis
-    and RabbitMQ; not part of :class:`~queuekit.broker.Admin`)."""
+    """A broker that knows which topics it used (Kafka, Redis and RabbitMQ, whose servers are
+    shared) and deletes them (:meth:`~queuekit.broker.Admin.delete_topic`)."""
 
     @property
     def used_topics(self) -> frozenset[str]: ...
