@@ -34,7 +34,7 @@ from queuekit.metrics import Metrics
 from queuekit.settings import Settings
 from queuekit.worker import DEFAULT_MIDDLEWARE, App, Worker
 from queuekit.worker.app import HandlerSpec
-from queuekit.worker.middleware import Context, Next, Outcome, Services
+from queuekit.worker.middleware import Context, Next, Observer, Outcome, Services
 
 __all__ = [
     "BenchConfig",
@@ -135,8 +135,12 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[rank - 1]
 
 
+_SUCCESS = Outcome.SUCCESS  # read once: an enum member read through its class is slow
+
+
 class _AckCounter:
-    """Outermost middleware: counts acks and records scheduled-send -> ack latencies."""
+    """Outermost middleware, an observer: counts acks and records scheduled-send -> ack
+    latencies."""
 
     def __init__(self) -> None:
         self.acked = 0
@@ -153,40 +157,29 @@ class _AckCounter:
         if self.acked >= total:
             self.reached.set()
 
-    def bind(self, call_next: Next, spec: HandlerSpec, services: Services) -> Next:
-        """This counter around the handler's chain."""
-        return _CountAcks(self, call_next)
+    def observer(self, spec: HandlerSpec, services: Services) -> Observer:
+        """Counting is the same for every handler."""
+        return self.count
 
     async def __call__(self, ctx: Context, call_next: Next) -> None:
-        await _CountAcks(self, call_next)(ctx)
+        try:
+            await call_next(ctx)
+        finally:
+            self.count(ctx)
 
-
-_SUCCESS = Outcome.SUCCESS  # read once: an enum member read through its class is slow
-
-
-class _CountAcks:
-    """An :class:`_AckCounter` bound to the rest of the chain."""
-
-    __slots__ = ("_call_next", "_counter")
-
-    def __init__(self, counter: _AckCounter, call_next: Next) -> None:
-        self._counter = counter
-        self._call_next = call_next
-
-    async def __call__(self, ctx: Context) -> None:
-        await self._call_next(ctx)
+    def count(self, ctx: Context) -> None:
+        """Count ``ctx`` if it was acked, recording its latency if it was scheduled."""
         if ctx.outcome is not _SUCCESS:
             return
-        counter = self._counter
-        if counter.scheduled:
-            sent = counter.scheduled.pop(ctx.delivery.message.id, None)
+        if self.scheduled:
+            sent = self.scheduled.pop(ctx.delivery.message.id, None)
             if sent is not None:
-                counter.latencies.append(time.perf_counter() - sent)
-        counter.acked += 1
-        if counter.on_ack is not None:
-            counter.on_ack(counter.acked)
-        if counter.acked >= counter.target:
-            counter.reached.set()
+                self.latencies.append(time.perf_counter() - sent)
+        self.acked += 1
+        if self.on_ack is not None:
+            self.on_ack(self.acked)
+        if self.acked >= self.target:
+            self.reached.set()
 
 
 async def _noop(payload: Any) -> None:

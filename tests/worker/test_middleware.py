@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from queuekit.backends.memory import MemoryBroker
@@ -15,12 +17,14 @@ from queuekit.worker.middleware import (
     LoggingMiddleware,
     MetricsMiddleware,
     Next,
+    ObservingMiddleware,
     Outcome,
     Services,
     SettlementMiddleware,
     TimeoutMiddleware,
     ValidationMiddleware,
     compose,
+    compose_pipeline,
 )
 
 from .helpers import dead_letters, publish, running, wait_until
@@ -155,3 +159,140 @@ async def test_a_layer_that_forgets_to_settle_gets_its_delivery_released(
         await asyncio.wait_for(released.wait(), 5)
 
     assert calls[:2] == [1, 2]
+
+
+class Watch:
+    """An observing middleware noting each finished delivery's outcome under its name."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name = name
+        self.log = log
+
+    def observer(self, spec: HandlerSpec, services: Services) -> Callable[[Context], None]:
+        return self.saw
+
+    def saw(self, ctx: Context) -> None:
+        self.log.append(f"{self.name} saw outcome={ctx.outcome}")
+
+    async def __call__(self, ctx: Context, call_next: Next) -> None:
+        try:
+            await call_next(ctx)
+        finally:
+            self.saw(ctx)
+
+
+class Broken(Watch):
+    def saw(self, ctx: Context) -> None:
+        raise RuntimeError("observer bug")
+
+
+def test_logging_and_metrics_are_observers() -> None:
+    assert isinstance(LoggingMiddleware(), ObservingMiddleware)
+    assert isinstance(MetricsMiddleware(), ObservingMiddleware)
+    assert not isinstance(SettlementMiddleware(), ObservingMiddleware)
+
+
+async def test_observers_see_the_delivery_after_the_layers_inside_them(
+    broker: MemoryBroker,
+) -> None:
+    # Given observers around a tracing layer, composed for a handler, and a real delivery
+    log: list[str] = []
+
+    async def endpoint(ctx: Context) -> None:
+        log.append("handler")
+
+    spec = HandlerSpec(topic="jobs", group="default", func=endpoint)
+    services = Services("svc", "memory", logging.getLogger("test"))
+    layers = [Watch("outer", log), Watch("inner", log), Trace("trace", log)]
+    chain = compose(layers, endpoint, spec=spec, services=services)
+    pipeline = compose_pipeline(layers, endpoint, spec=spec, services=services)
+    await publish(broker, "jobs", {"n": 1}, {"n": 2})
+    subscription = await broker.subscribe("jobs")
+
+    # When one delivery goes through the chain, and one through the pipeline's parts
+    first = Context(await anext(subscription), spec, services)
+    await chain(first)
+    composed = list(log)
+    log.clear()
+    second = Context(await anext(subscription), spec, services)
+    await pipeline.run(second)
+    for observe in pipeline.observers:
+        observe(second)
+
+    # Then both unwind like the onion: inner observer first, after the layer inside them
+    expected = [
+        "enter trace",
+        "handler",
+        "leave trace outcome=None",
+        "inner saw outcome=None",
+        "outer saw outcome=None",
+    ]
+    assert composed == expected
+    assert log == expected
+    for ctx in (first, second):
+        await ctx.ack()
+    await subscription.close()
+
+
+async def test_an_observer_that_raises_is_logged_and_the_others_still_run(
+    broker: MemoryBroker, caplog: Any
+) -> None:
+    # Given a broken observer inside a working one, in a worker
+    log: list[str] = []
+    app = App("svc")
+
+    @app.handler("jobs")
+    async def work(payload: Any) -> None:
+        log.append("handler")
+
+    worker = Worker(
+        app, broker, middleware=[Watch("audit", log), Broken("broken", log), *DEFAULT_MIDDLEWARE]
+    )
+
+    # When a message is handled
+    with caplog.at_level(logging.ERROR, logger="queuekit.worker"):
+        async with running(worker):
+            await publish(broker, "jobs", {"n": 1})
+            await wait_until(lambda: len(log) == 2, what="the audit")
+
+    # Then the message was acked, the working observer saw it, and the failure was logged
+    assert log == ["handler", "audit saw outcome=success"]
+    assert "a middleware observer failed" in caplog.text
+    stats = await broker.topic_stats("jobs")
+    assert (stats.depth, stats.in_flight) == (0, 0)
+
+
+async def test_an_observer_sees_a_failed_delivery_settled_for_retry(broker: MemoryBroker) -> None:
+    # Given an observer outside the defaults and a handler failing its first attempt
+    log: list[str] = []
+    app = App("svc")
+
+    @app.handler("jobs", retries=1, backoff=0.0, max_backoff=0.0)
+    async def work(payload: Any, message: Any) -> None:
+        if message.attempt == 1:
+            raise RuntimeError("once")
+
+    # When the message is handled twice
+    async with running(Worker(app, broker, middleware=[Watch("audit", log), *DEFAULT_MIDDLEWARE])):
+        await publish(broker, "jobs", {"n": 1})
+        await wait_until(lambda: len(log) == 2, what="two attempts")
+
+    # Then the observer saw each attempt's final outcome
+    assert log == ["audit saw outcome=retried", "audit saw outcome=success"]
+
+
+def test_context_begin_fills_every_field_as_the_constructor_does() -> None:
+    # Given what a worker has for a delivery
+    spec = HandlerSpec(topic="jobs", group="default", func=lambda payload: None)
+    services = Services("svc", "memory", logging.getLogger("test"))
+    delivery: Any = object()
+
+    # When a context is begun the fast way and the plain way
+    fast = Context.begin(delivery, spec, services)
+    plain = Context(delivery, spec, services)
+
+    # Then every field but the start time is the same
+    for field in dataclasses.fields(Context):
+        if field.name != "started":
+            assert getattr(fast, field.name) == getattr(plain, field.name), field.name
+    assert fast.started <= plain.started

@@ -9,7 +9,8 @@ Lifecycle of :meth:`Worker.run`:
    tasks that run deliveries through the middleware one after another. Lanes are started as
    needed, up to ``concurrency``; a lane takes the next waiting delivery as soon as it
    finishes one, so a backlog flows without a task or a wake-up per message, and gives the
-   rest of the loop a turn every ``LANE_TURN`` deliveries.
+   rest of the loop a turn every ``LANE_TURN`` deliveries. A lane calls the outermost
+   observing middleware (logging, metrics) itself once a delivery is through.
 3. On :meth:`Worker.request_stop` (or :meth:`Worker.stop`): stop fetching (close the
    subscriptions, which gives unstarted prefetched messages back to the group), let
    in-flight handlers finish within ``grace_period``, then cancel the rest; cancelled
@@ -41,8 +42,8 @@ from queuekit.metrics import Metrics
 from queuekit.settings import Settings
 from queuekit.signals import install_stop_signals
 from queuekit.worker.app import App, HandlerSpec
-from queuekit.worker.middleware import DEFAULT_MIDDLEWARE, Context, Middleware, Next, Services
-from queuekit.worker.middleware.base import Outcome, compose, describe_error
+from queuekit.worker.middleware import DEFAULT_MIDDLEWARE, Context, Middleware, Pipeline, Services
+from queuekit.worker.middleware.base import Outcome, compose_pipeline, describe_error, notify
 from queuekit.worker.middleware.handler import HandlerCall, HandlerThreads
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ class _Consumer:
 
     spec: HandlerSpec
     subscription: Subscription
-    chain: Next
+    pipeline: Pipeline
     limit: int
     threads: HandlerThreads | None
     waiting: collections.deque[Delivery] = field(default_factory=collections.deque)
@@ -242,13 +243,13 @@ class Worker:
                     threads = HandlerThreads(
                         limit, f"queuekit-{spec.topic}-{spec.group}", self.logger
                     )
-                chain = compose(
+                pipeline = compose_pipeline(
                     self.middleware,
-                    HandlerCall(spec, threads),
+                    HandlerCall(spec, threads).call,
                     spec=spec,
                     services=self._services,
                 )
-                self._consumers.append(_Consumer(spec, subscription, chain, limit, threads))
+                self._consumers.append(_Consumer(spec, subscription, pipeline, limit, threads))
         except BaseException:
             await self._close_subscriptions()
             self._consumers.clear()
@@ -350,10 +351,13 @@ class Worker:
         consumer.woken -= 1
         waiting = consumer.waiting
         idle = consumer.idle
-        chain = consumer.chain
+        run = consumer.pipeline.run
+        observers = consumer.pipeline.observers
         spec = consumer.spec
         services = self._services
         loop = asyncio.get_running_loop()
+        me = asyncio.current_task(loop)
+        begin = Context.begin
         turn = LANE_TURN
         while True:
             if not waiting:
@@ -375,12 +379,12 @@ class Worker:
                 turn = LANE_TURN
                 await asyncio.sleep(0)
                 continue  # the waiting deliveries may have been taken meanwhile
-            ctx = Context(waiting.popleft(), spec, services)
+            ctx = begin(waiting.popleft(), spec, services, me)
             if waiting and not consumer.woken:
                 self._call_lane(consumer)
             self._in_flight += 1
             try:
-                await chain(ctx)
+                await run(ctx)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -388,6 +392,8 @@ class Worker:
                     "middleware failed", extra={"topic": spec.topic, "message_id": ctx.message.id}
                 )
             finally:
+                if observers:
+                    notify(observers, ctx)
                 self._in_flight -= 1
                 consumer.taken -= 1
                 room = consumer.room

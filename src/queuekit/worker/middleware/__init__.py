@@ -11,7 +11,8 @@ Outermost first; each layer wraps all the ones below it::
     TimeoutMiddleware        per-call deadline
     (HandlerCall)            the handler itself
 
-Why this order: observability sits outside settlement so it sees the final outcome;
+Why this order: observability sits outside settlement so it sees the final outcome (as
+observers, the worker calls them once a delivery is through, without a layer of their own);
 validation runs before idempotency because a business key is computed from the validated
 payload; the timeout wraps only the handler, so waiting for a busy idempotency claim is not
 charged to the handler. See :mod:`queuekit.worker.middleware.base` for the protocol.
@@ -26,9 +27,13 @@ from queuekit.worker.middleware.base import (
     HandlerTimeout,
     Middleware,
     Next,
+    Observer,
+    ObservingMiddleware,
     Outcome,
+    Pipeline,
     Services,
     compose,
+    compose_pipeline,
 )
 from queuekit.worker.middleware.idempotency import IdempotencyMiddleware
 from queuekit.worker.middleware.logging import LoggingMiddleware
@@ -48,12 +53,16 @@ __all__ = [
     "MetricsMiddleware",
     "Middleware",
     "Next",
+    "Observer",
+    "ObservingMiddleware",
     "Outcome",
+    "Pipeline",
     "Services",
     "SettlementMiddleware",
     "TimeoutMiddleware",
     "ValidationMiddleware",
     "compose",
+    "compose_pipeline",
 ]
 
 DEFAULT_MIDDLEWARE: tuple[Middleware, ...] = (

@@ -26,10 +26,10 @@ class AttemptLimitMiddleware:
 
     def bind(self, call_next: Next, spec: HandlerSpec, services: Services) -> Next:
         """The same layer for ``spec``, its attempt limit read once."""
-        return _AttemptLimit(call_next, spec.max_attempts)
+        return _AttemptLimit(call_next, spec.max_attempts).check
 
     async def __call__(self, ctx: Context, call_next: Next) -> None:
-        await _AttemptLimit(call_next, ctx.spec.max_attempts)(ctx)
+        await _AttemptLimit(call_next, ctx.spec.max_attempts).check(ctx)
 
 
 class _AttemptLimit:
@@ -45,7 +45,8 @@ class _AttemptLimit:
         self._call_next = call_next
         self._max_attempts = max_attempts
 
-    def __call__(self, ctx: Context) -> Awaitable[None]:
+    def check(self, ctx: Context) -> Awaitable[None]:
+        """Dead-letter ``ctx`` if past its last attempt, else hand it to the rest."""
         if ctx.delivery.attempt > self._max_attempts:
             raise DeadLetterNow(MAX_ATTEMPTS_EXCEEDED, WORKER_DIED, stage="handler")
         return self._call_next(ctx)

@@ -11,7 +11,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from queuekit.worker.middleware.base import Context, Next, Outcome, Services
+from queuekit.worker.middleware.base import Context, Next, Observer, Outcome, Services
 
 if TYPE_CHECKING:
     from queuekit.worker.app import HandlerSpec
@@ -35,36 +35,39 @@ _TEXT = {
 
 
 class LoggingMiddleware:
-    """Log how each delivery ended: topic, group, message_id, attempt, outcome, duration_ms."""
+    """Log how each delivery ended: topic, group, message_id, attempt, outcome, duration_ms.
 
-    def bind(self, call_next: Next, spec: HandlerSpec, services: Services) -> Next:
-        """The same layer, pre-bound to the rest of the chain."""
-        return _Logging(call_next, services.logger)
+    An observing middleware (:class:`~queuekit.worker.middleware.ObservingMiddleware`).
+    """
+
+    def observer(self, spec: HandlerSpec, services: Services) -> Observer:
+        """The logging of ``spec``'s finished deliveries."""
+        return _LogOutcome(services.logger).log
 
     async def __call__(self, ctx: Context, call_next: Next) -> None:
-        await _Logging(call_next, ctx.services.logger)(ctx)
+        try:
+            await call_next(ctx)
+        finally:
+            _LogOutcome(ctx.services.logger).log(ctx)
 
 
-class _Logging:
-    """The logging layer around one chain."""
+class _LogOutcome:
+    """Logs one finished delivery at its outcome's level, if that level is enabled."""
 
-    __slots__ = ("_call_next", "_logger")
+    __slots__ = ("_logger",)
 
-    def __init__(self, call_next: Next, logger: logging.Logger) -> None:
-        self._call_next = call_next
+    def __init__(self, logger: logging.Logger) -> None:
         self._logger = logger
 
-    async def __call__(self, ctx: Context) -> None:
+    def log(self, ctx: Context) -> None:
+        """Log how ``ctx`` ended; never raises."""
         try:
-            await self._call_next(ctx)
-        finally:
-            try:
-                outcome = ctx.outcome
-                level = logging.ERROR if outcome is None else _LEVELS[outcome]
-                if self._logger.isEnabledFor(level):
-                    _log(self._logger, level, ctx)
-            except Exception:  # a log line must never fail a message
-                pass
+            outcome = ctx.outcome
+            level = logging.ERROR if outcome is None else _LEVELS[outcome]
+            if self._logger.isEnabledFor(level):
+                _log(self._logger, level, ctx)
+        except Exception:  # a log line must never fail a message
+            pass
 
 
 def _log(logger: logging.Logger, level: int, ctx: Context) -> None:

@@ -1,6 +1,6 @@
 """Metrics: count each finished delivery by outcome, its handler's duration and its errors.
 
-Bound to a handler (what the worker does), the layer holds that handler's
+As the observer of a handler (what the worker uses), it holds that handler's
 :class:`~queuekit.metrics.HandlerSeries`, so recording a message costs a few plain number
 updates (no lock: the worker records on its event loop). Errors, rare, go to
 ``queue_errors_total`` with its labelled children looked up once per stage. Observability
@@ -9,9 +9,10 @@ never fails a message: errors of the metrics themselves are logged.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
-from queuekit.worker.middleware.base import Context, Next, Services
+from queuekit.worker.middleware.base import Context, Next, Observer, Services
 
 if TYPE_CHECKING:
     from prometheus_client import Counter
@@ -24,56 +25,56 @@ __all__ = ["MetricsMiddleware"]
 
 class MetricsMiddleware:
     """Record ``worker_tasks_processed_total``, ``worker_task_duration_seconds`` and
-    ``queue_errors_total{stage}`` once the inner layers have settled the delivery."""
+    ``queue_errors_total{stage}`` once the inner layers have settled the delivery.
 
-    def bind(self, call_next: Next, spec: HandlerSpec, services: Services) -> Next:
-        """No layer without metrics; else one holding the handler's series."""
+    An observing middleware (:class:`~queuekit.worker.middleware.ObservingMiddleware`).
+    """
+
+    def observer(self, spec: HandlerSpec, services: Services) -> Observer | None:
+        """Nothing without metrics; else the recording of ``spec``'s series."""
         if services.metrics is None:
-            return call_next
-        return _BoundMetrics(call_next, services.metrics, spec)
+            return None
+        return _Record(services.metrics, spec, services.logger).record
 
     async def __call__(self, ctx: Context, call_next: Next) -> None:
-        metrics = ctx.services.metrics
-        if metrics is None:
-            await call_next(ctx)
-            return
         try:
-            layer = _BoundMetrics(call_next, metrics, ctx.spec)
-        except Exception:
-            ctx.services.logger.exception(
-                "recording metrics failed", extra={"topic": ctx.spec.topic}
-            )
             await call_next(ctx)
-            return
-        await layer(ctx)
+        finally:
+            metrics = ctx.services.metrics
+            if metrics is not None:
+                try:
+                    record = _Record(metrics, ctx.spec, ctx.services.logger)
+                except Exception:
+                    ctx.services.logger.exception(
+                        "recording metrics failed", extra={"topic": ctx.spec.topic}
+                    )
+                else:
+                    record.record(ctx)
 
 
-class _BoundMetrics:
-    """The metrics layer of one handler: its series are looked up once."""
+class _Record:
+    """Records the finished deliveries of one handler: its series are looked up once."""
 
-    __slots__ = ("_call_next", "_errors", "_metrics", "_series", "_topic")
+    __slots__ = ("_errors", "_logger", "_metrics", "_series", "_topic")
 
-    def __init__(self, call_next: Next, metrics: Metrics, spec: HandlerSpec) -> None:
-        self._call_next = call_next
+    def __init__(self, metrics: Metrics, spec: HandlerSpec, logger: logging.Logger) -> None:
         self._metrics = metrics
         self._topic = spec.topic
+        self._logger = logger
         self._series: HandlerSeries = metrics.worker.series(spec.topic, spec.group)
         self._errors: dict[str, Counter] = {}
 
-    async def __call__(self, ctx: Context) -> None:
+    def record(self, ctx: Context) -> None:
+        """Count ``ctx`` by its outcome, and its error stage if any; never raises."""
+        outcome = ctx.outcome
+        if outcome is None:
+            return
         try:
-            await self._call_next(ctx)
-        finally:
-            outcome = ctx.outcome
-            if outcome is not None:
-                try:
-                    self._series.record(outcome, ctx.handler_seconds)
-                    if ctx.error_stage is not None:
-                        self._count_error(ctx.error_stage)
-                except Exception:
-                    ctx.services.logger.exception(
-                        "recording metrics failed", extra={"topic": self._topic}
-                    )
+            self._series.record(outcome, ctx.handler_seconds)
+            if ctx.error_stage is not None:
+                self._count_error(ctx.error_stage)
+        except Exception:
+            self._logger.exception("recording metrics failed", extra={"topic": self._topic})
 
     def _count_error(self, stage: str) -> None:
         errors = self._errors.get(stage)

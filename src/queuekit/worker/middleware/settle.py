@@ -47,10 +47,10 @@ class SettlementMiddleware:
 
     def bind(self, call_next: Next, spec: HandlerSpec, services: Services) -> Next:
         """The same layer, pre-bound to the rest of the chain."""
-        return _Settlement(call_next)
+        return _Settlement(call_next).settle
 
     async def __call__(self, ctx: Context, call_next: Next) -> None:
-        await _Settlement(call_next)(ctx)
+        await _Settlement(call_next).settle(ctx)
 
 
 # Module constants: an enum member read through its class costs a lookup per message.
@@ -67,7 +67,8 @@ class _Settlement:
     def __init__(self, call_next: Next) -> None:
         self._call_next = call_next
 
-    async def __call__(self, ctx: Context) -> None:
+    async def settle(self, ctx: Context) -> None:
+        """Run the rest of the chain and settle ``ctx`` by what it did."""
         try:
             await self._call_next(ctx)
         except asyncio.CancelledError:

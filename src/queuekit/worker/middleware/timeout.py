@@ -46,7 +46,7 @@ class TimeoutMiddleware:
         """No layer for a handler without timeout; else per-task deadlines (see above)."""
         if spec.timeout is None:
             return call_next
-        return _Deadlines(call_next, spec.timeout)
+        return _Deadlines(call_next, spec.timeout).call
 
 
 class _TaskDeadline:
@@ -74,10 +74,13 @@ class _Deadlines:
         self._timeout = timeout
         self._tasks: dict[asyncio.Task[object], _TaskDeadline] = {}
 
-    async def __call__(self, ctx: Context) -> None:
-        # Given the loop, current_task skips looking it up (it is Python code before 3.12).
-        task = current_task(get_running_loop())
-        assert task is not None  # middleware runs in the worker's tasks
+    async def call(self, ctx: Context) -> None:
+        """Run the rest of the chain within ``timeout``, or raise HandlerTimeout."""
+        task = ctx.task
+        if task is None:
+            # Given the loop, current_task skips looking it up (it is Python code before 3.12).
+            task = current_task(get_running_loop())
+            assert task is not None  # middleware runs in tasks
         watch = self._tasks.get(task)
         if watch is None:
             watch = self._watch(task)

@@ -42,8 +42,8 @@ class ValidationMiddleware:
     def bind(self, call_next: Next, spec: HandlerSpec, services: Services) -> Next:
         """The same layer for ``spec``: its JSON or its schema path chosen once."""
         if spec.schema is None:
-            return _DecodeJSON(call_next)
-        return _ValidateSchema(call_next, spec.schema)
+            return _DecodeJSON(call_next).decode
+        return _ValidateSchema(call_next, spec.schema).validate
 
     async def __call__(self, ctx: Context, call_next: Next) -> None:
         await self.bind(call_next, ctx.spec, ctx.services)(ctx)
@@ -61,7 +61,8 @@ class _DecodeJSON:
     def __init__(self, call_next: Next) -> None:
         self._call_next = call_next
 
-    def __call__(self, ctx: Context) -> Awaitable[None]:
+    def decode(self, ctx: Context) -> Awaitable[None]:
+        """Set ``ctx.payload`` and hand ``ctx`` to the rest, or raise DeadLetterNow."""
         try:
             ctx.payload = orjson.loads(ctx.delivery.message.payload)
         except orjson.JSONDecodeError as exc:
@@ -79,7 +80,8 @@ class _ValidateSchema:
         self._call_next = call_next
         self._schema = schema
 
-    def __call__(self, ctx: Context) -> Awaitable[None]:
+    def validate(self, ctx: Context) -> Awaitable[None]:
+        """Set ``ctx.payload`` and hand ``ctx`` to the rest, or raise DeadLetterNow."""
         # Imported here: a worker without schemas never loads pydantic (a schema is a
         # pydantic model, so this is only a lookup in sys.modules).
         from pydantic import ValidationError
