@@ -70,9 +70,13 @@ class KafkaDelivery(Delivery):
         self._state = _SETTLING
         return True
 
-    def mark_settled(self) -> None:
-        """Called by the subscription when it settles (or releases) this delivery."""
+    def mark_settled(self) -> bool:
+        """Called by the subscription when it settles (or releases) this delivery; False if
+        it was settled already."""
+        if self._state == _SETTLED:
+            return False
         self._state = _SETTLED
+        return True
 
     async def ack(self) -> None:
         if self._state == _OPEN and not self._subscription.broker_closed:  # the hot path

@@ -126,36 +126,55 @@ class ReadyRecords:
                     return head, None, None
         return None, None, wait
 
-    def take(self) -> tuple[KafkaDelivery | None, KafkaDelivery | None, float | None]:
-        """``(record, None, None)`` to deliver now (popped); ``(None, record, None)`` if the
-        next one needs a crash-safety mark first (not popped); else ``(None, None, seconds
-        until a record may be due)``."""
-        wait: float | None = None
-        delayed = self._delayed
-        if delayed:
-            now = time.time()
-            while delayed and delayed[0][0] <= now:
-                _, _, fetched = heapq.heappop(delayed)
-                if not fetched.part.revoked:
-                    self._make_ready(fetched)
-            if delayed:
-                wait = delayed[0][0] - now
+    def take(self, limit: int) -> list[KafkaDelivery]:
+        """Pop and return up to ``limit`` records to deliver now, in delivery order; stops at
+        the first one that needs a crash-safety mark or must wait for a higher lane."""
+        taken: list[KafkaDelivery] = []
+        if self._delayed:
+            self._release_due()
         for priority in range(self._highest, -1, -1):
             lane = self._lanes[priority]
             self._highest = priority  # every lane above is empty
             while lane:
                 fetched = lane[0]
-                if fetched.part.revoked:
+                part = fetched.part
+                if part.revoked:
                     lane.popleft()
                     continue
-                if self._waiting_lanes and self._must_wait_for(priority):
-                    settle = self._settle_until - time.monotonic()
-                    return None, None, settle if wait is None else min(wait, settle)
-                if fetched.offset > fetched.part.marked:
-                    return None, fetched, None
-                lane.popleft()
-                return fetched, None, None
-        return None, None, wait
+                if fetched.offset > part.marked or (
+                    self._waiting_lanes and self._must_wait_for(priority)
+                ):
+                    return taken
+                taken.append(lane.popleft())
+                if len(taken) == limit:
+                    return taken
+        return taken
+
+    def blocked(self) -> tuple[KafkaDelivery | None, float | None]:
+        """Why :meth:`take` just returned nothing: ``(record, None)`` if the next record needs
+        a crash-safety mark first (it stays queued), else ``(None, seconds until a record
+        may be due)``, or ``(None, None)`` if nothing waits."""
+        wait: float | None = None
+        if self._delayed:
+            wait = self._delayed[0][0] - time.time()
+        for priority in range(self._highest, -1, -1):
+            lane = self._lanes[priority]
+            if not lane:
+                continue
+            if self._waiting_lanes and self._must_wait_for(priority):
+                settle = self._settle_until - time.monotonic()
+                return None, settle if wait is None else min(wait, settle)
+            return lane[0], None
+        return None, wait
+
+    def _release_due(self) -> None:
+        """Move the delayed records that are due to their lanes."""
+        delayed = self._delayed
+        now = time.time()
+        while delayed and delayed[0][0] <= now:
+            _, _, fetched = heapq.heappop(delayed)
+            if not fetched.part.revoked:
+                self._make_ready(fetched)
 
     def _must_wait_for(self, priority: int) -> bool:
         if time.monotonic() >= self._settle_until:

@@ -85,7 +85,7 @@ class KafkaSubscription(Subscription):
         self._commit_timer: asyncio.TimerHandle | None = None
         self._error: QueuekitError | None = None
         self._closed = False
-        self._broker_closed = False
+        self.broker_closed = False  # the broker was closed: settling fails from then on
         self._linger: asyncio.Task[None] | None = None
         self._thread_done: asyncio.Future[None] = self._loop.create_future()
         self._thread = ConsumerThread(
@@ -128,7 +128,7 @@ class KafkaSubscription(Subscription):
                     self._release_locally(delivery)
             return [], False
         in_flight = [d for part in parts for d in part.deliveries]
-        if in_flight and not self._broker_closed:
+        if in_flight and not self.broker_closed:
             deadline = time.monotonic() + self._grace
             while any(not d.settled for d in in_flight) and time.monotonic() < deadline:
                 await self._wait_for_change(deadline)
@@ -225,9 +225,10 @@ class KafkaSubscription(Subscription):
                         continue
                     if fetched is not None:
                         return self._deliver(fetched)
-                fetched, unmarked, lanes_wait = self._ready.take()
-                if fetched is not None:
-                    return self._deliver(fetched)
+                ready = self._ready.take(1)
+                if ready:
+                    return self._deliver(ready[0])
+                unmarked, lanes_wait = self._ready.blocked()
                 if unmarked is not None:
                     # Cancellation-safe: the record stays queued until its mark is durable.
                     await asyncio.shield(self._request_mark(unmarked.part, unmarked.offset))
@@ -243,17 +244,12 @@ class KafkaSubscription(Subscription):
     def take_ready(self, limit: int) -> list[KafkaDelivery]:
         """The records :meth:`__anext__` would deliver now without waiting, up to ``limit``:
         none while probing a crashed owner's records, and none past one needing a mark."""
-        taken: list[KafkaDelivery] = []
-        if self._closed or self._error is not None or self._ready.probing:
-            return taken
         room = min(limit, self._prefetch - self._unsettled)
-        take = self._ready.take
-        while room > 0:
-            fetched, _, _ = take()
-            if fetched is None:  # nothing ready, or the next one needs a mark: __anext__'s
-                break
-            taken.append(self._deliver(fetched))
-            room -= 1
+        if room <= 0 or self._closed or self._error is not None or self._ready.probing:
+            return []
+        taken = self._ready.take(room)
+        for delivery in taken:
+            self._deliver(delivery)
         return taken
 
     def _deliver(self, delivery: KafkaDelivery) -> KafkaDelivery:
@@ -312,9 +308,8 @@ class KafkaSubscription(Subscription):
 
     def settle(self, delivery: KafkaDelivery) -> None:
         """Mark ``delivery`` handled: its offset may be committed once its prefix is."""
-        if delivery.settled:
+        if not delivery.mark_settled():
             return
-        delivery.mark_settled()
         part = delivery.part
         part.deliveries.discard(delivery)
         part.ledger.settled(delivery.offset)
@@ -359,22 +354,16 @@ class KafkaSubscription(Subscription):
 
     def _release_locally(self, delivery: KafkaDelivery) -> None:
         """Forget ``delivery`` without committing past it (Kafka redelivers it)."""
-        if delivery.settled:
+        if not delivery.mark_settled():
             return
         delivery.released = True
-        delivery.mark_settled()
         delivery.part.deliveries.discard(delivery)
         self._unsettled -= 1
         self._wakeup.set()
 
-    @property
-    def broker_closed(self) -> bool:
-        """Whether the broker of this subscription was closed (settling then fails)."""
-        return self._broker_closed
-
     def check_open_broker(self) -> None:
         """Raise :class:`BrokerUnavailable` once the broker of this subscription closed."""
-        if self._broker_closed:
+        if self.broker_closed:
             raise BrokerUnavailable("kafka broker is not connected (closed)")
 
     # ------------------------------------------------------------------ closing and stats
@@ -404,7 +393,7 @@ class KafkaSubscription(Subscription):
         if self._linger is not None:
             self._linger.cancel()
         await self.release([d for part in self._parts.values() for d in part.deliveries])
-        self._broker_closed = True
+        self.broker_closed = True
         self._wakeup.set()
         await self._shutdown()
 
