@@ -47,6 +47,6 @@ class _AttemptLimit:
 
     def check(self, ctx: Context) -> Awaitable[None]:
         """Dead-letter ``ctx`` if past its last attempt, else hand it to the rest."""
-        if ctx.delivery.attempt > self._max_attempts:
+        if ctx.delivery.message.attempt > self._max_attempts:
             raise DeadLetterNow(MAX_ATTEMPTS_EXCEEDED, WORKER_DIED, stage="handler")
         return self._call_next(ctx)
