@@ -11,7 +11,9 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -26,6 +28,8 @@ from queuekit.backends.kafka.delivery import KafkaDelivery
 from queuekit.backends.kafka.marks import FETCH_MARK_AHEAD, FETCH_MARK_STEP, Mark, MarkBook
 from queuekit.backends.kafka.naming import base_topics, group_id, retry_topic
 from queuekit.backends.kafka.offsets import OffsetLedger
+from queuekit.backends.kafka.partition import DELAYED, LANE, Partition
+from queuekit.backends.kafka.ready import ReadyRecords
 from queuekit.broker import Delivery
 from queuekit.errors import BrokerUnavailable
 from queuekit.message import Message
@@ -149,6 +153,84 @@ def test_a_fetch_is_split_in_runs_of_one_partition_and_its_events() -> None:
     # Then each stretch of one partition is a run, in fetch order, and the event is apart
     assert runs == [(("orders", 0), [a0, a1]), (("orders.prio3", 0), [b0]), (("orders", 0), [a2])]
     assert events == [end]
+
+
+def _fetched(part: Partition, *offsets: int, not_before: float | None = None) -> list[Any]:
+    """Deliveries of ``part`` at ``offsets``, as a fetch makes them (no subscription needed)."""
+    return [
+        KafkaDelivery(
+            None,  # type: ignore[arg-type]
+            part,
+            offset,
+            replace(Message.build("orders", {"n": offset}), not_before=not_before),
+        )
+        for offset in offsets
+    ]
+
+
+def test_ready_records_go_highest_priority_first_and_skip_revoked_partitions() -> None:
+    # Given marked records on a lane of priority 0, one of priority 5, and a revoked lane
+    ready = ReadyRecords()
+    low, high = Partition("orders", 0, LANE, 0), Partition("orders.prio5", 0, LANE, 5)
+    gone = Partition("orders.prio9", 0, LANE, 9)
+    for part in (low, high, gone):
+        part.marked = 100
+    ready.add(low, _fetched(low, 1, 2, 3), time.time())
+    ready.add(gone, _fetched(gone, 1), time.time())
+    ready.add(high, _fetched(high, 7, 8), time.time())
+    gone.revoked = True
+
+    # When they are taken, at most four at once
+    first = ready.take(4)
+    rest = ready.take(4)
+
+    # Then the higher lane comes first, the revoked record never, and the batch is bounded
+    assert [(d.part.priority, d.offset) for d in first] == [(5, 7), (5, 8), (0, 1), (0, 2)]
+    assert [d.offset for d in rest] == [3]
+    assert ready.take(4) == []
+    assert ready.blocked() == (None, None)
+
+
+def test_ready_records_stop_at_a_record_that_needs_its_mark() -> None:
+    # Given records of which only the first two are covered by a durable mark
+    ready = ReadyRecords()
+    part = Partition("orders", 0, LANE, 0)
+    part.marked = 11
+    ready.add(part, _fetched(part, 10, 11, 12), time.time())
+
+    # When they are taken
+    taken = ready.take(10)
+
+    # Then the unmarked one stays queued, and blocked() names it
+    assert [d.offset for d in taken] == [10, 11]
+    unmarked, wait = ready.blocked()
+    assert unmarked is not None
+    assert unmarked.offset == 12
+    assert wait is None
+
+    # And once the mark reaches it, it goes
+    part.marked = 12
+    assert [d.offset for d in ready.take(10)] == [12]
+
+
+def test_ready_records_hold_a_delayed_record_until_it_is_due() -> None:
+    # Given a record of the delay topic due in an hour and one due already
+    ready = ReadyRecords()
+    part = Partition("orders.delay", 0, DELAYED, 0)
+    part.marked = 100
+    now = time.time()
+    ready.add(part, _fetched(part, 1, not_before=now + 3600), now)
+    ready.add(part, _fetched(part, 2, not_before=now - 1), now)
+
+    # When records are taken
+    taken = ready.take(10)
+
+    # Then only the due one goes, and blocked() tells how long until the other is due
+    assert [d.offset for d in taken] == [2]
+    unmarked, wait = ready.blocked()
+    assert unmarked is None
+    assert wait is not None
+    assert 3500 < wait <= 3600
 
 
 def test_the_ledger_takes_a_run_of_fetched_offsets_at_once() -> None:

@@ -291,7 +291,8 @@ class _Layer:
         self._middleware = middleware
         self._call_next = call_next
 
-    def __call__(self, ctx: Context) -> Awaitable[None]:
+    def call(self, ctx: Context) -> Awaitable[None]:
+        """The middleware with ``ctx`` and the rest of the chain."""
         return self._middleware(ctx, self._call_next)
 
 
@@ -304,7 +305,8 @@ class _Observed:
         self._call_next = call_next
         self._observers = observers
 
-    async def __call__(self, ctx: Context) -> None:
+    async def run(self, ctx: Context) -> None:
+        """The rest of the chain, then the observers."""
         try:
             await self._call_next(ctx)
         finally:
@@ -355,7 +357,7 @@ def compose(
     observers: list[Observer] = []  # of the observing layers just outside ``chain``
     for layer in reversed(middleware):
         if spec is None or services is None:
-            chain = _Layer(layer, chain)
+            chain = _Layer(layer, chain).call
             continue
         if isinstance(layer, ObservingMiddleware):
             observer = layer.observer(spec, services)
@@ -363,12 +365,12 @@ def compose(
                 observers.append(observer)
             continue
         if observers:
-            chain = _Observed(chain, tuple(observers))
+            chain = _Observed(chain, tuple(observers)).run
             observers = []
         if isinstance(layer, BindableMiddleware):
             chain = layer.bind(chain, spec, services)
         else:
-            chain = _Layer(layer, chain)
+            chain = _Layer(layer, chain).call
     if observers:
-        chain = _Observed(chain, tuple(observers))
+        chain = _Observed(chain, tuple(observers)).run
     return chain
