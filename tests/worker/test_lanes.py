@@ -12,7 +12,13 @@ from queuekit.backends.memory import MemoryBroker
 from queuekit.message import Message
 from queuekit.metrics import Metrics
 from queuekit.worker import App, Context, HandlerSpec, Worker
-from queuekit.worker.middleware import HandlerTimeout, Services, TimeoutMiddleware, compose
+from queuekit.worker.middleware import (
+    HandlerTimeout,
+    Services,
+    SettlementMiddleware,
+    TimeoutMiddleware,
+    compose,
+)
 from queuekit.worker.runtime import LANE_TURN
 
 from .helpers import publish, running, wait_event, wait_until
@@ -215,3 +221,36 @@ async def test_stopping_with_no_grace_leaves_nothing_leased(broker: MemoryBroker
     # When it has stopped at once / Then every message is back in the queue, none leased
     stats = await broker.topic_stats("jobs")
     assert (stats.depth, stats.in_flight) == (20, 0)
+
+
+async def test_the_timeout_holds_when_a_middleware_runs_the_rest_in_a_task_of_its_own(
+    broker: MemoryBroker,
+) -> None:
+    # Given a custom layer running the inner layers in a task of its own (as asyncio.wait_for
+    # does on Python 3.11), and a handler whose first call hangs past its 0.1 s timeout
+    app = App("svc")
+    outcomes: list[str] = []
+
+    class InOwnTask:
+        async def __call__(self, ctx: Context, call_next: Any) -> None:
+            await asyncio.create_task(call_next(ctx))
+
+    @app.handler("jobs", timeout=0.1, backoff=0.0, max_backoff=0.0)
+    async def slow(payload: Any, message: Message) -> None:
+        if message.attempt == 1:
+            await asyncio.Event().wait()
+
+    class Outcomes:
+        async def __call__(self, ctx: Context, call_next: Any) -> None:
+            await call_next(ctx)
+            outcomes.append(f"{ctx.outcome}:{ctx.error_stage}")
+
+    middleware = [Outcomes(), SettlementMiddleware(), InOwnTask(), TimeoutMiddleware()]
+
+    # When a message is handled
+    async with running(Worker(app, broker, middleware=middleware)):
+        await publish(broker, "jobs", {"n": 1})
+        await wait_until(lambda: len(outcomes) == 2, what="two attempts")
+
+    # Then the first call timed out (a retry, not a release) and the second succeeded
+    assert outcomes == ["retried:timeout", "success:None"]

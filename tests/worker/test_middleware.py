@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -279,20 +278,3 @@ async def test_an_observer_sees_a_failed_delivery_settled_for_retry(broker: Memo
 
     # Then the observer saw each attempt's final outcome
     assert log == ["audit saw outcome=retried", "audit saw outcome=success"]
-
-
-def test_context_begin_fills_every_field_as_the_constructor_does() -> None:
-    # Given what a worker has for a delivery
-    spec = HandlerSpec(topic="jobs", group="default", func=lambda payload: None)
-    services = Services("svc", "memory", logging.getLogger("test"))
-    delivery: Any = object()
-
-    # When a context is begun the fast way and the plain way
-    fast = Context.begin(delivery, spec, services)
-    plain = Context(delivery, spec, services)
-
-    # Then every field but the start time is the same
-    for field in dataclasses.fields(Context):
-        if field.name != "started":
-            assert getattr(fast, field.name) == getattr(plain, field.name), field.name
-    assert fast.started <= plain.started

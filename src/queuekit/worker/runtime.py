@@ -356,8 +356,6 @@ class Worker:
         spec = consumer.spec
         services = self._services
         loop = asyncio.get_running_loop()
-        me = asyncio.current_task(loop)
-        begin = Context.begin
         turn = LANE_TURN
         while True:
             if not waiting:
@@ -379,7 +377,7 @@ class Worker:
                 turn = LANE_TURN
                 await asyncio.sleep(0)
                 continue  # the waiting deliveries may have been taken meanwhile
-            ctx = begin(waiting.popleft(), spec, services, me)
+            ctx = Context(waiting.popleft(), spec, services)
             if waiting and not consumer.woken:
                 self._call_lane(consumer)
             self._in_flight += 1

@@ -33,7 +33,6 @@ apart, and the worker calls them itself once a delivery is through, without a co
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import random
@@ -139,8 +138,6 @@ class Context:
         retry_delay: the delay of the ``nack``, if it was retried.
         handler_seconds: how long the handler ran, if it ran.
         started: ``time.perf_counter()`` when processing began.
-        task: the task processing the delivery, when the runtime tells (the worker does);
-            layers that need it otherwise look it up (``asyncio.current_task()``).
     """
 
     delivery: Delivery
@@ -155,36 +152,6 @@ class Context:
     retry_delay: float | None = None
     handler_seconds: float | None = None
     started: float = field(default_factory=time.perf_counter)
-    task: asyncio.Task[Any] | None = None
-
-    @staticmethod
-    def begin(
-        delivery: Delivery,
-        spec: HandlerSpec,
-        services: Services,
-        task: asyncio.Task[Any] | None = None,
-    ) -> Context:
-        """``Context(delivery, spec, services, task=task)``, for two thirds of the work.
-
-        The worker builds one per delivery. Calling the class runs its generated ``__init__``
-        through CPython 3.11's generic path, keywords and defaults included; this fills the
-        same slots on a bare instance.
-        """
-        ctx: Any = _new_object(Context)
-        ctx.delivery = delivery
-        ctx.spec = spec
-        ctx.services = services
-        ctx.payload = None
-        ctx.duplicate = False
-        ctx.outcome = None
-        ctx.reason = None
-        ctx.error = None
-        ctx.error_stage = None
-        ctx.retry_delay = None
-        ctx.handler_seconds = None
-        ctx.started = _perf_counter()
-        ctx.task = task
-        return ctx  # type: ignore[no-any-return]
 
     @property
     def message(self) -> Message:
@@ -231,9 +198,6 @@ class Context:
             raise RuntimeError(f"delivery already settled as {self.outcome}")
         self.outcome = outcome
 
-
-_new_object = object.__new__
-_perf_counter = time.perf_counter
 
 Next = Callable[[Context], Awaitable[None]]
 

@@ -76,11 +76,11 @@ class _Deadlines:
 
     async def call(self, ctx: Context) -> None:
         """Run the rest of the chain within ``timeout``, or raise HandlerTimeout."""
-        task = ctx.task
-        if task is None:
-            # Given the loop, current_task skips looking it up (it is Python code before 3.12).
-            task = current_task(get_running_loop())
-            assert task is not None  # middleware runs in tasks
+        # Given the loop, current_task skips looking it up (it is Python code before 3.12).
+        # Looked up per call, not taken from the worker: a middleware may run the rest of the
+        # chain in a task of its own (asyncio.wait_for does on 3.11).
+        task = current_task(get_running_loop())
+        assert task is not None  # middleware runs in tasks
         watch = self._tasks.get(task)
         if watch is None:
             watch = self._watch(task)
