@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast lint format bench bench-floor brokers brokers-stop clean
+.PHONY: install run test test-fast lint format bench bench-floor bench-instructions brokers brokers-stop clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ bench: $(STAMP) brokers ## Side-by-side throughput: raw clients vs queuekit.
 
 bench-floor: $(STAMP) brokers ## Kafka: raw client vs the floor of an asyncio design vs queuekit.
 	$(BIN)/python -m benchmarks.kafka_floor
+
+bench-instructions: $(STAMP) brokers ## Kafka: instructions per message, per thread (needs valgrind).
+	$(BIN)/python -m benchmarks.instructions
 
 clean:
 	rm -rf .queuekit .pytest_cache .mypy_cache .ruff_cache
