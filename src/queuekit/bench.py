@@ -34,7 +34,7 @@ from queuekit.metrics import Metrics
 from queuekit.settings import Settings
 from queuekit.worker import DEFAULT_MIDDLEWARE, App, Worker
 from queuekit.worker.app import HandlerSpec
-from queuekit.worker.middleware import Context, Next, Observer, Outcome, Services
+from queuekit.worker.middleware import Context, Observer, Observing, Outcome, Services
 
 __all__ = [
     "BenchConfig",
@@ -138,7 +138,7 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 _SUCCESS = Outcome.SUCCESS  # read once: an enum member read through its class is slow
 
 
-class _AckCounter:
+class _AckCounter(Observing):
     """Outermost middleware, an observer: counts acks and records scheduled-send -> ack
     latencies."""
 
@@ -160,12 +160,6 @@ class _AckCounter:
     def observer(self, spec: HandlerSpec, services: Services) -> Observer:
         """Counting is the same for every handler."""
         return self.count
-
-    async def __call__(self, ctx: Context, call_next: Next) -> None:
-        try:
-            await call_next(ctx)
-        finally:
-            self.count(ctx)
 
     def count(self, ctx: Context) -> None:
         """Count ``ctx`` if it was acked, recording its latency if it was scheduled."""

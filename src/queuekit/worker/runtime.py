@@ -41,6 +41,7 @@ from queuekit.logs import configure_logging
 from queuekit.metrics import Metrics
 from queuekit.settings import Settings
 from queuekit.signals import install_stop_signals
+from queuekit.tasks import cancel_and_wait
 from queuekit.worker.app import App, HandlerSpec
 from queuekit.worker.middleware import DEFAULT_MIDDLEWARE, Context, Middleware, Pipeline, Services
 from queuekit.worker.middleware.base import Outcome, compose_pipeline, describe_error, notify
@@ -574,7 +575,7 @@ async def run_worker(
             gauges = asyncio.create_task(
                 refresh_queue_gauges(broker, app.topics, metrics, logger=logger)
             )
-            stack.push_async_callback(_cancel, gauges)
+            stack.push_async_callback(cancel_and_wait, [gauges])
         try:
             await worker.run()
         except Exception as exc:
@@ -586,15 +587,3 @@ async def run_worker(
 def run_worker_sync(app: App, settings: Settings, *, serve_health: bool = True) -> int:
     """:func:`run_worker` in a new event loop, for synchronous callers (the CLI)."""
     return asyncio.run(run_worker(app, settings, serve_health=serve_health))
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    """Cancel ``task`` and wait for its end (raising what it failed with, if not cancelled).
-
-    Not ``await task`` under ``suppress(CancelledError)``: that swallows a cancellation of the
-    caller too.
-    """
-    task.cancel()
-    await asyncio.wait({task})
-    if not task.cancelled():
-        task.result()

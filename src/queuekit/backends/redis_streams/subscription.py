@@ -50,6 +50,7 @@ from queuekit.backends.redis_streams.settle import (
 from queuekit.broker import Delivery, Subscription
 from queuekit.errors import BrokerError
 from queuekit.message import Message, dead_letter_headers
+from queuekit.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from queuekit.backends.redis_streams.broker import RedisStreamsBroker
@@ -208,15 +209,7 @@ class RedisSubscription(Subscription):
             return
         self._closed = True
         self._arrived.set()
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            # Not each awaited under suppress(CancelledError): that would swallow a
-            # cancellation of the caller too.
-            await asyncio.wait(self._tasks)
-            for task in self._tasks:
-                if not task.cancelled():
-                    task.result()  # what a loop failed with, as awaiting it would raise
+        await cancel_and_wait(self._tasks)
         self._buffer.clear()
         self._broker.forget(self)
         if self._tasks:

@@ -57,6 +57,7 @@ __all__ = [
     "Middleware",
     "Next",
     "Observer",
+    "Observing",
     "ObservingMiddleware",
     "Outcome",
     "Pipeline",
@@ -232,6 +233,23 @@ class ObservingMiddleware(Middleware, Protocol):
     def observer(self, spec: HandlerSpec, services: Services) -> Observer | None:
         """What to call with each finished delivery of ``spec``; None if nothing."""
         ...
+
+
+class Observing:
+    """A base for observing middleware: ``__call__`` made from :meth:`observer`, which
+    subclasses define, so both ways of running the layer behave the same."""
+
+    def observer(self, spec: HandlerSpec, services: Services) -> Observer | None:
+        """What to call with each finished delivery of ``spec``; None if nothing."""
+        raise NotImplementedError
+
+    async def __call__(self, ctx: Context, call_next: Next) -> None:
+        try:
+            await call_next(ctx)
+        finally:
+            observer = self.observer(ctx.spec, ctx.services)
+            if observer is not None:
+                notify((observer,), ctx)
 
 
 def notify(observers: Sequence[Observer], ctx: Context) -> None:

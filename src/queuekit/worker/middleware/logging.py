@@ -11,7 +11,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from queuekit.worker.middleware.base import Context, Next, Observer, Outcome, Services
+from queuekit.worker.middleware.base import Context, Observer, Observing, Outcome, Services
 
 if TYPE_CHECKING:
     from queuekit.worker.app import HandlerSpec
@@ -34,21 +34,15 @@ _TEXT = {
 }
 
 
-class LoggingMiddleware:
+class LoggingMiddleware(Observing):
     """Log how each delivery ended: topic, group, message_id, attempt, outcome, duration_ms.
 
-    An observing middleware (:class:`~queuekit.worker.middleware.ObservingMiddleware`).
+    An observing middleware (see :class:`~queuekit.worker.middleware.Observing`).
     """
 
     def observer(self, spec: HandlerSpec, services: Services) -> Observer:
         """The logging of ``spec``'s finished deliveries."""
         return _LogOutcome(services.logger).log
-
-    async def __call__(self, ctx: Context, call_next: Next) -> None:
-        try:
-            await call_next(ctx)
-        finally:
-            _LogOutcome(ctx.services.logger).log(ctx)
 
 
 class _LogOutcome:
