@@ -119,6 +119,11 @@ class KafkaAdmin:
         await self._wait_for_leaders(missing)
         self._known.update(missing)
 
+    def forget_topics(self, names: Iterable[str]) -> None:
+        """Forget that ``names`` exist: the next :meth:`ensure_topics` creates them again
+        (another client deleted them)."""
+        self._known.difference_update(names)
+
     async def _wait_for_leaders(self, names: list[str]) -> None:
         """Wait until every partition of ``names`` has a leader: right after CreateTopics
         the cluster may still answer "not leader" to offset requests and fetches."""
@@ -162,7 +167,7 @@ class KafkaAdmin:
                 except KafkaException as exc:
                     if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
                         raise to_broker_error(exc, f"deleting the topics of {topic}") from exc
-        self._known.difference_update(names)
+        self.forget_topics(names)
         groups = [group_id(topic, group) for group in await self.groups_of(topic)]
         if groups:
             futures = self._client.delete_consumer_groups(groups, request_timeout=REQUEST_TIMEOUT)

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from confluent_kafka import KafkaException
 
 from queuekit.backends.kafka.admin import KafkaAdmin
-from queuekit.backends.kafka.errors import to_broker_error
+from queuekit.backends.kafka.errors import TopicMissing, to_broker_error
 from queuekit.backends.kafka.naming import (
     delay_topic,
     group_id,
@@ -172,9 +172,17 @@ class KafkaBroker(Broker, Admin):
             else:
                 target = topic
             records.append(to_record(message, target, now_ms))
-        await admin.ensure_topics(name for topic in topics for name in topic_family(topic))
+        family = [name for topic in topics for name in topic_family(topic)]
+        await admin.ensure_topics(family)
         self._used.update(topics)
-        await producer.send(records)
+        try:
+            await producer.send(records)
+        except TopicMissing:
+            # Deleted by another client since this one created it: create it afresh and send
+            # again (records that went through already may be delivered twice: at least once).
+            admin.forget_topics(family)
+            await admin.ensure_topics(family)
+            await producer.send(records)
 
     async def subscribe(
         self, topic: str, group: str = DEFAULT_GROUP, *, prefetch: int = 16

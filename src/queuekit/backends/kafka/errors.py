@@ -30,6 +30,14 @@ _UNAVAILABLE = frozenset(
 )
 
 
+# librdkafka error names of a record refused because its topic does not exist (any more).
+_TOPIC_MISSING = frozenset({"_UNKNOWN_PARTITION", "_UNKNOWN_TOPIC", "UNKNOWN_TOPIC_OR_PART"})
+
+
+class TopicMissing(PublishError):
+    """A publish was refused because a topic it went to does not exist (deleted meanwhile)."""
+
+
 def error_name(error: Any) -> str:
     """The librdkafka name of a ``KafkaError`` (or of the error inside a ``KafkaException``)."""
     inner = error.args[0] if getattr(error, "args", None) else error
@@ -52,6 +60,8 @@ def to_publish_error(error: Any, what: str) -> BrokerError:
     """A queuekit error for a failed publish (``error`` is a KafkaError or KafkaException)."""
     if is_unavailable(error):
         return BrokerUnavailable(f"kafka unavailable while {what}: {describe(error)}")
+    if error_name(error) in _TOPIC_MISSING:
+        return TopicMissing(f"kafka refused {what}: {describe(error)}")
     return PublishError(f"kafka refused {what}: {describe(error)}")
 
 

@@ -6,6 +6,7 @@ from queuekit.broker import Broker
 from queuekit.message import DLQ_SUFFIX, Message
 from queuekit.testing.conformance.base import ConformanceBase
 from queuekit.testing.conformance.helpers import (
+    BrokerFactory,
     assert_no_delivery,
     collect,
     counts,
@@ -202,4 +203,22 @@ class AdminConformance(ConformanceBase):
         delivery = await next_delivery(sub)
         await delivery.ack()
         assert (delivery.message.id, delivery.attempt) == (fresh.id, 1)
+        await assert_no_delivery(sub, within=0.3)
+
+    async def test_a_publish_after_another_broker_deleted_the_topic_is_kept(
+        self, make_broker: BrokerFactory, topic: str
+    ) -> None:
+        # Given a broker that has published to the topic (and may remember its objects)
+        first = await make_broker()
+        await publish_json(first, topic, ["before"])
+
+        # When another broker deletes the topic, and the first publishes again
+        await require_admin(await make_broker()).delete_topic(topic)
+        [after] = await publish_json(first, topic, ["after"])
+
+        # Then the new message is kept and delivered, and only it
+        sub = await first.subscribe(topic)
+        delivery = await next_delivery(sub)
+        await delivery.ack()
+        assert delivery.message.id == after.id
         await assert_no_delivery(sub, within=0.3)
