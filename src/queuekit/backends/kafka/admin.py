@@ -41,10 +41,11 @@ from queuekit.backends.kafka.naming import (
 from queuekit.backends.kafka.producer import MAX_RECORD_BYTES, AsyncProducer
 from queuekit.backends.kafka.records import OutRecord, from_record, to_record
 from queuekit.broker import GroupStats, TopicStats
+from queuekit.errors import BrokerError
 from queuekit.message import DEFAULT_GROUP, DeadLetter, dlq_topic, parse_dead_letter
 
 REQUEST_TIMEOUT = 15.0
-LEADER_POLL = 0.05  # seconds between looks at partition leadership
+METADATA_POLL = 0.05  # seconds between metadata requests while the cluster catches up
 OFFSET_ATTEMPTS = 6
 READ_IDLE_TIMEOUT = 5.0  # seconds without progress before a dead-letter read gives up
 
@@ -145,7 +146,23 @@ class KafkaAdmin:
             ]
             if not pending or time.monotonic() > deadline:
                 return
-            await asyncio.sleep(LEADER_POLL)
+            await asyncio.sleep(METADATA_POLL)
+
+    async def _wait_for_absence(self, names: list[str]) -> None:
+        """Wait until the cluster no longer lists ``names``: DeleteTopics answers once the
+        deletion is accepted, and a record produced before the brokers applied it would be
+        acknowledged and then deleted with the topic."""
+        deadline = time.monotonic() + REQUEST_TIMEOUT
+        while True:
+            remaining = set(names) & set(await self.cluster_topics())
+            if not remaining:
+                return
+            if time.monotonic() > deadline:
+                raise BrokerError(
+                    f"kafka still lists {sorted(remaining)} "
+                    f"{REQUEST_TIMEOUT:g} s after deleting them"
+                )
+            await asyncio.sleep(METADATA_POLL)
 
     async def list_topics(self) -> list[str]:
         return base_topics(await self.cluster_topics())
@@ -167,6 +184,7 @@ class KafkaAdmin:
                 except KafkaException as exc:
                     if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
                         raise to_broker_error(exc, f"deleting the topics of {topic}") from exc
+            await self._wait_for_absence(names)
         self.forget_topics(names)
         groups = [group_id(topic, group) for group in await self.groups_of(topic)]
         if groups:
@@ -196,7 +214,7 @@ class KafkaAdmin:
                     retriable = exc.args[0].retriable() or is_unavailable(exc)
                     if not retriable or attempt == OFFSET_ATTEMPTS - 1:
                         raise to_broker_error(exc, "listing offsets") from exc
-                await asyncio.sleep(LEADER_POLL * (attempt + 1))
+                await asyncio.sleep(METADATA_POLL * (attempt + 1))
             raise AssertionError("unreachable")
 
         lows = await offsets(OffsetSpec.earliest())  # type: ignore[no-untyped-call]
