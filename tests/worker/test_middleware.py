@@ -54,21 +54,27 @@ class Trace:
         self.log.append(f"leave {self.name} outcome={ctx.outcome}")
 
 
+def logging_endpoint(log: list[str]) -> tuple[Next, HandlerSpec, Services]:
+    """An endpoint that logs ``handler``, its spec (topic ``jobs``) and a worker's services."""
+
+    async def endpoint(ctx: Context) -> None:
+        log.append("handler")
+
+    spec = HandlerSpec(topic="jobs", group="default", func=endpoint)
+    return endpoint, spec, Services("svc", "memory", logging.getLogger("test"))
+
+
 async def test_compose_runs_layers_outermost_first_around_the_endpoint(
     broker: MemoryBroker,
 ) -> None:
     # Given two layers around an endpoint, and a real delivery
     log: list[str] = []
-
-    async def endpoint(ctx: Context) -> None:
-        log.append("handler")
-
+    endpoint, spec, services = logging_endpoint(log)
     chain = compose([Trace("outer", log), Trace("inner", log)], endpoint)
     await publish(broker, "jobs", {"n": 1})
     subscription = await broker.subscribe("jobs")
     delivery = await anext(subscription)
-    spec = HandlerSpec(topic="jobs", group="default", func=endpoint)
-    ctx = Context(delivery, spec, Services("svc", "memory", logging.getLogger("test")))
+    ctx = Context(delivery, spec, services)
 
     # When the context goes through (these layers do not settle)
     await chain(ctx)
@@ -196,12 +202,7 @@ async def test_observers_see_the_delivery_after_the_layers_inside_them(
 ) -> None:
     # Given observers around a tracing layer, composed for a handler, and a real delivery
     log: list[str] = []
-
-    async def endpoint(ctx: Context) -> None:
-        log.append("handler")
-
-    spec = HandlerSpec(topic="jobs", group="default", func=endpoint)
-    services = Services("svc", "memory", logging.getLogger("test"))
+    endpoint, spec, services = logging_endpoint(log)
     layers = [Watch("outer", log), Watch("inner", log), Trace("trace", log)]
     chain = compose(layers, endpoint, spec=spec, services=services)
     pipeline = compose_pipeline(layers, endpoint, spec=spec, services=services)

@@ -88,12 +88,16 @@ class KafkaAdmin:
         """Block until the cluster answers a metadata request (raises KafkaException)."""
         self._client.list_topics(timeout=timeout)
 
-    async def cluster_topics(self) -> dict[str, list[int]]:
-        """Every topic of the cluster and its partition ids."""
+    async def _metadata(self) -> Any:
+        """The cluster's metadata (a ``ClusterMetadata``), read off the event loop."""
         try:
-            metadata = await asyncio.to_thread(self._client.list_topics, timeout=REQUEST_TIMEOUT)
+            return await asyncio.to_thread(self._client.list_topics, timeout=REQUEST_TIMEOUT)
         except KafkaException as exc:
             raise to_broker_error(exc, "reading cluster metadata") from exc
+
+    async def cluster_topics(self) -> dict[str, list[int]]:
+        """Every topic of the cluster and its partition ids."""
+        metadata = await self._metadata()
         return {
             name: sorted(topic.partitions)
             for name, topic in metadata.topics.items()
@@ -130,12 +134,7 @@ class KafkaAdmin:
         the cluster may still answer "not leader" to offset requests and fetches."""
         deadline = time.monotonic() + REQUEST_TIMEOUT
         while True:
-            try:
-                metadata = await asyncio.to_thread(
-                    self._client.list_topics, timeout=REQUEST_TIMEOUT
-                )
-            except KafkaException as exc:
-                raise to_broker_error(exc, "reading cluster metadata") from exc
+            metadata = await self._metadata()
             pending = [
                 name
                 for name in names
