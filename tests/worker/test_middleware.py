@@ -64,6 +64,17 @@ def logging_endpoint(log: list[str]) -> tuple[Next, HandlerSpec, Services]:
     return endpoint, spec, Services("svc", "memory", logging.getLogger("test"))
 
 
+def logging_app(log: list[str]) -> App:
+    """An app whose handler of topic ``jobs`` logs ``handler``."""
+    app = App("svc")
+
+    @app.handler("jobs")
+    async def work(payload: Any) -> None:
+        log.append("handler")
+
+    return app
+
+
 async def test_compose_runs_layers_outermost_first_around_the_endpoint(
     broker: MemoryBroker,
 ) -> None:
@@ -96,12 +107,7 @@ async def test_a_custom_list_wraps_the_defaults_and_sees_the_settled_outcome(
 ) -> None:
     # Given a worker whose onion has a tracing layer outside the defaults
     log: list[str] = []
-    app = App("svc")
-
-    @app.handler("jobs")
-    async def work(payload: Any) -> None:
-        log.append("handler")
-
+    app = logging_app(log)
     worker = Worker(app, broker, middleware=[Trace("audit", log), *DEFAULT_MIDDLEWARE])
 
     # When a message is handled
@@ -239,12 +245,7 @@ async def test_an_observer_that_raises_is_logged_and_the_others_still_run(
 ) -> None:
     # Given a broken observer inside a working one, in a worker
     log: list[str] = []
-    app = App("svc")
-
-    @app.handler("jobs")
-    async def work(payload: Any) -> None:
-        log.append("handler")
-
+    app = logging_app(log)
     worker = Worker(
         app, broker, middleware=[Watch("audit", log), Broken("broken", log), *DEFAULT_MIDDLEWARE]
     )
