@@ -28,7 +28,7 @@ class GroupCommitter(Generic[T]):
     """
 
     def __init__(
-        self, flush: Callable[[Sequence[T]], Awaitable[None]], *, max_batch: int = 1000
+        self, flush: Callable[[Sequence[T]], Awaitable[None]], *, max_batch: object = 1000
     ) -> None:
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be a positive integer, not {max_batch!r}")
@@ -95,7 +95,7 @@ class WriteBehind(Generic[T]):
         flush: Callable[[Sequence[T]], Awaitable[None]],
         on_error: Callable[[Sequence[T], Exception], None],
         *,
-        max_batch: int = 1000,
+        max_batch: object = 1000,
     ) -> None:
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be a positive integer, not {max_batch!r}")

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import ClassVar, Self
 
+from mypy_extensions import mypyc_attr  # mypyc: a runtime dependency then
+
 from queuekit.message import DEFAULT_GROUP, DeadLetter, Message
 
 
@@ -62,6 +64,7 @@ class Features:
     cross_process: bool = True
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # mypyc: subclassed by interpreted backends
 class Delivery(abc.ABC):
     """One delivery of a message to one consumer of one group.
 
@@ -99,6 +102,7 @@ class Delivery(abc.ABC):
         """Settle: move the message to ``<topic>.dlq`` with why it failed, for this group."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # mypyc: subclassed by interpreted backends
 class Subscription(abc.ABC):
     """An async iterator of deliveries for one (topic, group) in one consumer.
 
@@ -144,6 +148,7 @@ class Subscription(abc.ABC):
         await self.close()
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # mypyc: subclassed by interpreted backends
 class Broker(abc.ABC):
     """A connection to one backend. Use ``async with broker:`` or ``connect``/``close``."""
 
@@ -235,6 +240,8 @@ class TopicStats:
         return sum(g.in_flight for g in self.groups)
 
 
+# mypyc: not native, else (Broker, Admin) subclasses get "instance lay-out conflict"
+@mypyc_attr(native_class=False)
 class Admin(abc.ABC):
     """Optional operations on topics and dead letters (all shipped backends implement it)."""
 

@@ -7,7 +7,7 @@ import os
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from queuekit import codec
@@ -62,14 +62,14 @@ _spare_ids: list[str] = []
 os.register_at_fork(after_in_child=_spare_ids.clear)
 
 
-def validate_topic(topic: str) -> str:
+def validate_topic(topic: object) -> str:
     """Return ``topic`` if it is a valid topic name, else raise :class:`InvalidTopic`.
 
     A topic is 1-120 characters of ``A-Z a-z 0-9 . _ -`` starting with a letter or digit:
     the intersection of what Kafka, RabbitMQ and Redis accept, with room for suffixes such
     as ``.dlq``. Names ending in ``.dlq`` are reserved for dead-letter queues.
     """
-    if topic.__class__ is str and topic in _valid_topics:
+    if type(topic) is str and topic in _valid_topics:
         return topic
     if not isinstance(topic, str) or not topic:
         raise InvalidTopic("topic must be a non-empty string")
@@ -82,14 +82,14 @@ def validate_topic(topic: str) -> str:
         )
     if topic.endswith(DLQ_SUFFIX):
         raise InvalidTopic(f"topic names ending in {DLQ_SUFFIX!r} are reserved for dead letters")
-    if topic.__class__ is str:
+    if type(topic) is str:
         if len(_valid_topics) >= _VALID_TOPICS_KEPT:
             _valid_topics.clear()
         _valid_topics.add(topic)
     return topic
 
 
-def validate_group(group: str) -> str:
+def validate_group(group: object) -> str:
     """Return ``group`` if it is a valid consumer-group name, else raise :class:`InvalidTopic`."""
     if not isinstance(group, str) or not group or len(group) > MAX_GROUP_LENGTH:
         raise InvalidTopic(f"group must be 1-{MAX_GROUP_LENGTH} characters")
@@ -136,58 +136,64 @@ class Message:
     @classmethod
     def build(
         cls,
-        topic: str,
+        topic: object,
         payload: Any,
         *,
-        headers: Mapping[str, str] | None = None,
-        key: str | None = None,
-        priority: int = MIN_PRIORITY,
-        delay: float | None = None,
-        message_id: str | None = None,
+        headers: object = None,
+        key: object = None,
+        priority: object = MIN_PRIORITY,
+        delay: object = None,
+        message_id: object = None,
     ) -> Message:
         """Validate and build a message whose payload is ``payload`` encoded as JSON.
 
         ``delay`` (seconds from now, finite and >= 0) sets ``not_before``. ``key`` and
-        ``message_id`` are strings; header names starting with ``x-dlq-`` are reserved for
-        dead-lettering.
+        ``message_id`` are strings; ``headers`` maps strings to strings, and names starting
+        with ``x-dlq-`` are reserved for dead-lettering. The parameters are typed ``object``
+        because this is where they are checked: a compiled build would otherwise refuse a
+        wrong type with a bare ``TypeError`` that names no parameter, before the checks run.
 
         Raises:
             InvalidTopic: bad topic name.
             InvalidMessage: bad priority, delay, key, id, headers or a non-JSON payload.
         """
-        if topic.__class__ is not str or topic not in _valid_topics:
-            validate_topic(topic)
-        if priority.__class__ is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-            check_priority(priority)  # raises with the reason (an int subclass like bool...)
-        if delay is not None and (
-            isinstance(delay, bool)
-            or not isinstance(delay, int | float)
-            or not math.isfinite(delay)
-            or delay < 0
-        ):
-            raise InvalidMessage("delay must be a finite, non-negative number of seconds")
+        name = topic if type(topic) is str and topic in _valid_topics else validate_topic(topic)
+        level = (
+            priority
+            if type(priority) is int and MIN_PRIORITY <= priority <= MAX_PRIORITY
+            else check_priority(priority)
+        )
+        seconds = 0.0
+        if delay is not None:
+            if isinstance(delay, bool) or not isinstance(delay, int | float):
+                raise InvalidMessage("delay must be a finite, non-negative number of seconds")
+            seconds = float(delay)
+            if not math.isfinite(seconds) or seconds < 0:
+                raise InvalidMessage("delay must be a finite, non-negative number of seconds")
         if key is not None and not isinstance(key, str):
             raise InvalidMessage("key must be a string")
-        if message_id is not None and (not isinstance(message_id, str) or not message_id):
+        if message_id is None:
+            message_id = new_message_id()
+        elif not isinstance(message_id, str) or not message_id:
             raise InvalidMessage("message_id must be a non-empty string")
         clean_headers: dict[str, str] = {}
-        if headers:
+        if headers is not None:
             clean_headers = check_headers(headers)
-            for name in clean_headers:
-                if name.lower().startswith(RESERVED_HEADER_PREFIX):
+            for header in clean_headers:
+                if header.lower().startswith(RESERVED_HEADER_PREFIX):
                     raise InvalidMessage(
-                        f"header {name!r}: names starting with {RESERVED_HEADER_PREFIX!r} "
+                        f"header {header!r}: names starting with {RESERVED_HEADER_PREFIX!r} "
                         "are reserved"
                     )
         now = time.time()
         return Message.restore(
-            topic,
+            name,
             codec.encode(payload),
-            message_id or new_message_id(),
+            message_id,
             clean_headers,
             key,
-            priority,
-            now + delay if delay else None,
+            level,
+            now + seconds if seconds else None,
             1,
             now,
         )
@@ -211,6 +217,21 @@ class Message:
         ``object.__setattr__`` per field). Fields must already be valid: use
         :meth:`build` for anything that comes from a user.
         """
+        if _COMPILED:
+            # mypyc: Message is a native class (its __class__ cannot be assigned) whose
+            # dataclass __init__ is interpreted code calling object.__setattr__ per field; compiled
+            # stores to a Message bypass the frozen __setattr__ and set the slots directly.
+            fast = Message.__new__(Message)
+            fast.topic = topic  # type: ignore[misc]
+            fast.payload = payload  # type: ignore[misc]
+            fast.id = id  # type: ignore[misc]
+            fast.headers = headers  # type: ignore[misc]
+            fast.key = key  # type: ignore[misc]
+            fast.priority = priority  # type: ignore[misc]
+            fast.not_before = not_before  # type: ignore[misc]
+            fast.attempt = attempt  # type: ignore[misc]
+            fast.created_at = created_at  # type: ignore[misc]
+            return fast
         message: Any = _new_unfrozen(_UnfrozenMessage)
         message.topic = topic
         message.payload = payload
@@ -223,6 +244,12 @@ class Message:
         message.created_at = created_at
         message.__class__ = Message  # see _UnfrozenMessage
         return message  # type: ignore[no-any-return]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # mypyc: a native frozen class unpickles by setattr per field, which the frozen
+        # __setattr__ refuses; rebuild through restore instead (same result interpreted).
+        # restore takes the fields in their declared order.
+        return (Message.restore, tuple(getattr(self, f.name) for f in fields(Message)))
 
     def json(self) -> Any:
         """The payload decoded from JSON (raises :class:`InvalidMessage` if it is not JSON)."""
@@ -255,9 +282,10 @@ class _UnfrozenMessage:
 
 
 _new_unfrozen = object.__new__
+_COMPILED = not __file__.endswith(".py")  # mypyc: built as an extension module
 
 
-def check_priority(priority: int) -> int:
+def check_priority(priority: object) -> int:
     """Return ``priority`` if it is an int in 0-9, else raise :class:`InvalidMessage`."""
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise InvalidMessage("priority must be an integer from 0 to 9")
@@ -266,8 +294,10 @@ def check_priority(priority: int) -> int:
     return priority
 
 
-def check_headers(headers: Mapping[str, Any]) -> dict[str, str]:
+def check_headers(headers: object) -> dict[str, str]:
     """Return headers as a plain str->str dict, or raise :class:`InvalidMessage`."""
+    if not isinstance(headers, Mapping):
+        raise InvalidMessage("headers must map non-empty strings to strings")
     clean: dict[str, str] = {}
     for name, value in headers.items():
         if not isinstance(name, str) or not name or not isinstance(value, str):

@@ -26,10 +26,10 @@ if TYPE_CHECKING:
 
     from queuekit.broker import TopicStats
 
-__all__ = ["CONTENT_TYPE_LATEST", "HandlerSeries", "Metrics", "WorkerSeries"]  # noqa: F822 - the constant comes from __getattr__
+__all__ = ["CONTENT_TYPE_LATEST", "HandlerSeries", "Metrics", "WorkerSeries"]
 
 
-def __getattr__(name: str) -> str:
+def _module_getattr(name: str) -> str:
     # prometheus_client is loaded with the first Metrics (or this constant), not on import:
     # a process that never records metrics does not pay for it.
     if name == "CONTENT_TYPE_LATEST":
@@ -37,6 +37,14 @@ def __getattr__(name: str) -> str:
 
         return CONTENT_TYPE_LATEST
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# mypyc: a compiled module-level ``def __getattr__`` is called by the module's own init
+# (looking up ``__file__``) before its globals exist, and crashes; installed here instead,
+# once the module is initialised.
+globals()["__getattr__"] = _module_getattr
+if TYPE_CHECKING:
+    CONTENT_TYPE_LATEST: str
 
 
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)

@@ -21,6 +21,7 @@ from queuekit.metrics import Metrics
 from queuekit.settings import Settings
 from queuekit.signals import install_stop_signals
 from queuekit.worker import App, Worker
+from queuekit.worker.process import worker_from_settings
 
 log = logging.getLogger("queuekit.serve")
 
@@ -68,14 +69,8 @@ async def serve(
         await broker.connect()
         metrics = Metrics(backend=broker.backend)
         if worker and app is not None:
-            parts.runner = Worker(
-                app,
-                broker,
-                concurrency=settings.worker_concurrency,
-                metrics=metrics,
-                idempotency=idempotency,
-                grace_period=settings.shutdown_grace_seconds,
-                gc_threshold=settings.worker_gc_threshold or None,
+            parts.runner = worker_from_settings(
+                app, broker, settings, metrics=metrics, idempotency=idempotency
             )
             tasks.append(asyncio.create_task(parts.runner.run(), name="queuekit-worker"))
         if api:

@@ -13,7 +13,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -29,7 +28,9 @@ from queuekit.backends.kafka.marks import FETCH_MARK_AHEAD, FETCH_MARK_STEP, Mar
 from queuekit.backends.kafka.naming import base_topics, group_id, retry_topic
 from queuekit.backends.kafka.offsets import OffsetLedger
 from queuekit.backends.kafka.partition import DELAYED, LANE, Partition
+from queuekit.backends.kafka.producer import AsyncProducer
 from queuekit.backends.kafka.ready import ReadyRecords
+from queuekit.backends.kafka.subscription import KafkaSubscription
 from queuekit.broker import Delivery
 from queuekit.errors import BrokerUnavailable
 from queuekit.message import Message
@@ -155,11 +156,21 @@ def test_a_fetch_is_split_in_runs_of_one_partition_and_its_events() -> None:
     assert events == [end]
 
 
-def _fetched(part: Partition, *offsets: int, not_before: float | None = None) -> list[Any]:
-    """Deliveries of ``part`` at ``offsets``, as a fetch makes them (no subscription needed)."""
+def _unstarted_subscription() -> KafkaSubscription:
+    """A subscription that never connects, for deliveries to point back to (needs a loop)."""
+    producer = AsyncProducer(BOOTSTRAP, timeout=1.0, client_id="unstarted")
+    return KafkaSubscription(
+        topic="orders", group="g", prefetch=10, consumer_config={}, producer=producer, grace=1.0
+    )
+
+
+def _fetched(
+    subscription: KafkaSubscription, part: Partition, *offsets: int, not_before: float | None = None
+) -> list[KafkaDelivery]:
+    """Deliveries of ``part`` at ``offsets``, as a fetch makes them."""
     return [
         KafkaDelivery(
-            None,  # type: ignore[arg-type]
+            subscription,
             part,
             offset,
             replace(Message.build("orders", {"n": offset}), not_before=not_before),
@@ -168,16 +179,17 @@ def _fetched(part: Partition, *offsets: int, not_before: float | None = None) ->
     ]
 
 
-def test_ready_records_go_highest_priority_first_and_skip_revoked_partitions() -> None:
+async def test_ready_records_go_highest_priority_first_and_skip_revoked_partitions() -> None:
     # Given marked records on a lane of priority 0, one of priority 5, and a revoked lane
     ready = ReadyRecords()
+    subscription = _unstarted_subscription()
     low, high = Partition("orders", 0, LANE, 0), Partition("orders.prio5", 0, LANE, 5)
     gone = Partition("orders.prio9", 0, LANE, 9)
     for part in (low, high, gone):
         part.marked = 100
-    ready.add(low, _fetched(low, 1, 2, 3), time.time())
-    ready.add(gone, _fetched(gone, 1), time.time())
-    ready.add(high, _fetched(high, 7, 8), time.time())
+    ready.add(low, _fetched(subscription, low, 1, 2, 3), time.time())
+    ready.add(gone, _fetched(subscription, gone, 1), time.time())
+    ready.add(high, _fetched(subscription, high, 7, 8), time.time())
     gone.revoked = True
 
     # When they are taken, at most four at once
@@ -191,12 +203,13 @@ def test_ready_records_go_highest_priority_first_and_skip_revoked_partitions() -
     assert ready.blocked() == (None, None)
 
 
-def test_ready_records_stop_at_a_record_that_needs_its_mark() -> None:
+async def test_ready_records_stop_at_a_record_that_needs_its_mark() -> None:
     # Given records of which only the first two are covered by a durable mark
     ready = ReadyRecords()
+    subscription = _unstarted_subscription()
     part = Partition("orders", 0, LANE, 0)
     part.marked = 11
-    ready.add(part, _fetched(part, 10, 11, 12), time.time())
+    ready.add(part, _fetched(subscription, part, 10, 11, 12), time.time())
 
     # When they are taken
     taken = ready.take(10)
@@ -213,14 +226,15 @@ def test_ready_records_stop_at_a_record_that_needs_its_mark() -> None:
     assert [d.offset for d in ready.take(10)] == [12]
 
 
-def test_ready_records_hold_a_delayed_record_until_it_is_due() -> None:
+async def test_ready_records_hold_a_delayed_record_until_it_is_due() -> None:
     # Given a record of the delay topic due in an hour and one due already
     ready = ReadyRecords()
+    subscription = _unstarted_subscription()
     part = Partition("orders.delay", 0, DELAYED, 0)
     part.marked = 100
     now = time.time()
-    ready.add(part, _fetched(part, 1, not_before=now + 3600), now)
-    ready.add(part, _fetched(part, 2, not_before=now - 1), now)
+    ready.add(part, _fetched(subscription, part, 1, not_before=now + 3600), now)
+    ready.add(part, _fetched(subscription, part, 2, not_before=now - 1), now)
 
     # When records are taken
     taken = ready.take(10)

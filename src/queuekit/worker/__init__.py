@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from queuekit.worker.app import App, HandlerSpec, IdempotencyKey
 from queuekit.worker.middleware import DEFAULT_MIDDLEWARE, Context, Middleware, Outcome
-from queuekit.worker.runtime import Worker, run_worker, run_worker_sync
+from queuekit.worker.process import run_worker, run_worker_sync
+from queuekit.worker.runtime import Worker
 
 __all__ = [
     "DEFAULT_MIDDLEWARE",

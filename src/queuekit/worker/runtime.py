@@ -33,15 +33,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from queuekit.backends import create_broker
-from queuekit.broker import Admin, Broker, Delivery, Subscription
+from mypy_extensions import mypyc_attr
+
+from queuekit.broker import Broker, Delivery, Subscription
 from queuekit.errors import BrokerError, ConfigError
 from queuekit.interpreter import DEFAULT_GC_THRESHOLD, GC_THRESHOLD
-from queuekit.logs import configure_logging
 from queuekit.metrics import Metrics
-from queuekit.settings import Settings
-from queuekit.signals import install_stop_signals
-from queuekit.tasks import cancel_and_wait
 from queuekit.worker.app import App, HandlerSpec
 from queuekit.worker.middleware import DEFAULT_MIDDLEWARE, Context, Middleware, Pipeline, Services
 from queuekit.worker.middleware.base import Outcome, compose_pipeline, describe_error, notify
@@ -50,7 +47,7 @@ from queuekit.worker.middleware.handler import HandlerCall, HandlerThreads
 if TYPE_CHECKING:
     from queuekit.idempotency import IdempotencyStore
 
-__all__ = ["Worker", "run_worker", "run_worker_sync"]
+__all__ = ["LANE_TURN", "Worker"]
 
 # How long cancelled handlers get to release their messages, and consumer loops to notice
 # that their subscription closed, before the worker stops waiting for them.
@@ -92,6 +89,7 @@ class _Consumer:
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # mypyc: a public base
 class Worker:
     """Runs the handlers of an :class:`~queuekit.worker.App` against a connected broker.
 
@@ -110,8 +108,12 @@ class Worker:
             this (restored when the last worker stops; see :mod:`queuekit.interpreter`);
             None leaves it alone.
 
+    The numbers are typed ``object`` because they are checked here: a compiled build would
+    otherwise refuse a wrong type with a bare ``TypeError`` naming no parameter, and would
+    take ``True`` for 1.
+
     Raises:
-        ConfigError: a value is out of range.
+        ConfigError: a value is out of range or of the wrong type.
     """
 
     def __init__(
@@ -119,14 +121,14 @@ class Worker:
         app: App,
         broker: Broker,
         *,
-        concurrency: int = 16,
+        concurrency: object = 16,
         metrics: Metrics | None = None,
         idempotency: IdempotencyStore | None = None,
-        grace_period: float = 30.0,
+        grace_period: object = 30.0,
         logger: logging.Logger | None = None,
         middleware: Sequence[Middleware] = DEFAULT_MIDDLEWARE,
         rng: random.Random | None = None,
-        gc_threshold: int | None = DEFAULT_GC_THRESHOLD,
+        gc_threshold: object = DEFAULT_GC_THRESHOLD,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigError(f"worker concurrency must be an integer >= 1, not {concurrency!r}")
@@ -134,13 +136,17 @@ class Worker:
             isinstance(gc_threshold, bool) or not isinstance(gc_threshold, int) or gc_threshold < 1
         ):
             raise ConfigError(f"gc_threshold must be an integer >= 1 or None, not {gc_threshold!r}")
-        if not grace_period >= 0:
+        if (
+            isinstance(grace_period, bool)
+            or not isinstance(grace_period, int | float)
+            or not grace_period >= 0
+        ):
             raise ConfigError("grace_period must be a number of seconds >= 0")
         self.app = app
         self.broker = broker
         self.concurrency = concurrency
         self.metrics = metrics
-        self.grace_period = grace_period
+        self.grace_period = float(grace_period)
         self.middleware = tuple(middleware)
         self.logger = logger or logging.getLogger("queuekit.worker")
         self.gc_threshold = gc_threshold
@@ -218,6 +224,10 @@ class Worker:
         await self._subscribe_all()
         self._running = True
         failure: BaseException | None = None
+        # Not ``try/finally`` with the awaited shutdown in ``finally``, nor a bare ``raise``
+        # after an ``await``: compiled with mypyc both re-raise whatever sys.exc_info() holds
+        # then (mypyc#1114's fix reads it), which another task may have left there.
+        interrupted: BaseException | None = None
         try:
             for consumer in self._consumers:
                 consumer.task = asyncio.create_task(
@@ -225,12 +235,14 @@ class Worker:
                 )
             self._log_start()
             failure = await self._wait_for_stop_or_failure()
-        except asyncio.CancelledError:
-            self._stop_now.set()
-            raise
-        finally:
-            self._running = False
-            await self._shutdown()
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                self._stop_now.set()
+            interrupted = exc
+        self._running = False
+        await self._shutdown()
+        if interrupted is not None:
+            raise interrupted
         if failure is not None:
             raise failure
 
@@ -251,10 +263,10 @@ class Worker:
                     services=self._services,
                 )
                 self._consumers.append(_Consumer(spec, subscription, pipeline, limit, threads))
-        except BaseException:
+        except BaseException as exc:
             await self._close_subscriptions()
             self._consumers.clear()
-            raise
+            raise exc  # not a bare raise after an await (see _run)
 
     def _log_start(self) -> None:
         specs = [c.spec for c in self._consumers]
@@ -378,29 +390,31 @@ class Worker:
                 turn = LANE_TURN
                 await asyncio.sleep(0)
                 continue  # the waiting deliveries may have been taken meanwhile
-            ctx = Context(waiting.popleft(), spec, services)
+            ctx = Context.new(waiting.popleft(), spec, services)
             if waiting and not consumer.woken:
                 self._call_lane(consumer)
             self._in_flight += 1
+            cancelled: BaseException | None = None  # no await in a finally (see _run)
             try:
                 await run(ctx)
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 self.logger.exception(
                     "middleware failed", extra={"topic": spec.topic, "message_id": ctx.message.id}
                 )
-            finally:
-                if observers:
-                    notify(observers, ctx)
-                self._in_flight -= 1
-                consumer.taken -= 1
-                room = consumer.room
-                if room is not None:
-                    consumer.room = None
-                    _wake(room)
-                if ctx.outcome is None:  # only a broken custom middleware gets here
-                    await self._release_unsettled(ctx)
+            except BaseException as exc:  # cancelled: count the delivery done, then propagate
+                cancelled = exc
+            if observers:
+                notify(observers, ctx)
+            self._in_flight -= 1
+            consumer.taken -= 1
+            room = consumer.room
+            if room is not None:
+                consumer.room = None
+                _wake(room)
+            if ctx.outcome is None:  # only a broken custom middleware gets here
+                await self._release_unsettled(ctx)
+            if cancelled is not None:
+                raise cancelled
 
     async def _release_unsettled(self, ctx: Context) -> None:
         self.logger.error(
@@ -483,7 +497,7 @@ class Worker:
         """Give back deliveries fetched for lanes that were cancelled before taking them."""
         for consumer in self._consumers:
             while consumer.waiting:
-                ctx = Context(consumer.waiting.popleft(), consumer.spec, self._services)
+                ctx = Context.new(consumer.waiting.popleft(), consumer.spec, self._services)
                 try:
                     await ctx.nack(0.0, Outcome.RELEASED)
                 except Exception as exc:
@@ -496,94 +510,3 @@ class Worker:
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-# --- the process entry point -------------------------------------------------------------
-
-# All interfaces: probes and scrapers reach the worker from outside its container.
-HEALTH_HOST = "0.0.0.0"
-
-
-async def run_worker(
-    app: App,
-    settings: Settings,
-    *,
-    broker: Broker | None = None,
-    serve_health: bool = True,
-    health_host: str = HEALTH_HOST,
-) -> int:
-    """Run ``app``'s handlers as a process would: until SIGTERM/SIGINT, then exit cleanly.
-
-    Configures logging from ``settings``; builds and connects the broker from ``settings``
-    unless one is given (a given broker must be connected and is not closed); opens the
-    idempotency store ``settings.idempotency_store``; serves ``/health`` and ``/metrics`` on
-    ``settings.worker_metrics_port`` (0 disables it); refreshes the queue gauges every few
-    seconds. The first signal starts a graceful shutdown, a second one cuts the grace
-    period short.
-
-    Returns:
-        0 after a clean shutdown, 1 if the worker failed while running (logged).
-
-    Raises:
-        ConfigError: the app has no handlers or a setting is invalid.
-        BrokerUnavailable: the broker cannot be reached at start.
-    """
-    # uvicorn and Starlette load only when a worker is really started, not on import; so do
-    # the idempotency stores (sqlite3), which a Worker given no store never needs.
-    from queuekit.idempotency import create_idempotency_store
-    from queuekit.worker.health import HealthServer, create_health_app, refresh_queue_gauges
-
-    configure_logging(settings.log_level, settings.log_format)
-    logger = logging.getLogger("queuekit.worker")
-    if not app.handlers:
-        raise ConfigError(f"app {app.name!r} has no handlers")
-    async with contextlib.AsyncExitStack() as stack:
-        if broker is None:
-            broker = create_broker(settings)
-            await broker.connect()
-            stack.push_async_callback(broker.close)
-        store = create_idempotency_store(settings)
-        stack.push_async_callback(store.close)
-        metrics = Metrics(backend=broker.backend)
-        worker = Worker(
-            app,
-            broker,
-            concurrency=settings.worker_concurrency,
-            metrics=metrics,
-            idempotency=store,
-            grace_period=settings.shutdown_grace_seconds,
-            logger=logger,
-            gc_threshold=settings.worker_gc_threshold or None,
-        )
-        stack.callback(
-            install_stop_signals(
-                lambda now: worker.request_stop(now=now),
-                logger,
-                grace_seconds=worker.grace_period,
-            )
-        )
-        if serve_health and settings.worker_metrics_port:
-            server = HealthServer(
-                create_health_app(worker, metrics),
-                health_host,
-                settings.worker_metrics_port,
-                logger=logger,
-            )
-            server.start()
-            stack.push_async_callback(server.stop)
-        if isinstance(broker, Admin):
-            gauges = asyncio.create_task(
-                refresh_queue_gauges(broker, app.topics, metrics, logger=logger)
-            )
-            stack.push_async_callback(cancel_and_wait, [gauges])
-        try:
-            await worker.run()
-        except Exception as exc:
-            logger.error("the worker failed", extra={"app": app.name, "error": describe_error(exc)})
-            return 1
-    return 0
-
-
-def run_worker_sync(app: App, settings: Settings, *, serve_health: bool = True) -> int:
-    """:func:`run_worker` in a new event loop, for synchronous callers (the CLI)."""
-    return asyncio.run(run_worker(app, settings, serve_health=serve_health))

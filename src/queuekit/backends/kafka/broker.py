@@ -203,6 +203,7 @@ class KafkaBroker(Broker, Admin):
             grace=self.visibility_timeout,
             on_closed=self._subscriptions.discard,
         )
+        subscription.start()
         self._subscriptions.add(subscription)
         return subscription
 

@@ -52,7 +52,12 @@ MARK_AHEAD = 1024  # records a crash-safety mark reaches beyond the one about to
 
 
 class KafkaSubscription(Subscription):
-    """A member of the Kafka consumer group of (topic, group); see the module docstring."""
+    """A member of the Kafka consumer group of (topic, group); see the module docstring.
+
+    Constructing one has no side effect; :meth:`start` joins the group.
+    """
+
+    _consumer: ConsumerThread  # from start()
 
     def __init__(
         self,
@@ -88,14 +93,18 @@ class KafkaSubscription(Subscription):
         self.broker_closed = False  # the broker was closed: settling fails from then on
         self._linger: asyncio.Task[None] | None = None
         self._thread_done: asyncio.Future[None] = self._loop.create_future()
-        self._thread = ConsumerThread(
+        self._consumer_config = consumer_config
+
+    def start(self) -> None:
+        """Create the group member's consumer and start its thread (once, before iterating)."""
+        self._consumer = ConsumerThread(
             self,
-            consumer_config,
+            self._consumer_config,
             list(self._roles),
             loop=self._loop,
-            revoke_timeout=grace + 30,
+            revoke_timeout=self._grace + 30,
         )
-        self._thread.start()
+        self._consumer.start()
 
     # ------------------------------------------------------------------ from the consumer thread
 
@@ -174,7 +183,7 @@ class KafkaSubscription(Subscription):
         for event in events:
             self._on_event(event)
         if pause:
-            self._thread.command("pause", [p.topic_partition() for p in pause])
+            self._consumer.command("pause", [p.topic_partition() for p in pause])
         self._wakeup.set()
 
     def _queue(self, run: list[KafkaDelivery], now: float, pause: list[Partition]) -> None:
@@ -203,7 +212,7 @@ class KafkaSubscription(Subscription):
         self._wakeup.set()
 
     def thread_finished(self) -> None:
-        self._thread.release_waiters()
+        self._consumer.release_waiters()
         if not self._thread_done.done():
             self._thread_done.set_result(None)
 
@@ -257,7 +266,7 @@ class KafkaSubscription(Subscription):
         part.buffered -= 1
         if part.paused and part.buffered <= RESUME_AT:
             part.paused = False
-            self._thread.command("resume", [part.topic_partition()])
+            self._consumer.command("resume", [part.topic_partition()])
         if (
             part.marking < delivery.offset + MARK_AHEAD // 2
             and part.ledger.highest > part.marking
@@ -275,7 +284,7 @@ class KafkaSubscription(Subscription):
         target = max(offset, min(offset + MARK_AHEAD, part.ledger.highest))
         position = part.ledger.position if part.ledger.position is not None else offset
         done: Future[None] = Future()
-        self._thread.command("mark", [(part.key, target, position)], done)
+        self._consumer.command("mark", [(part.key, target, position)], done)
         part.marking = max(part.marking, target)
         waiter = asyncio.wrap_future(done)
 
@@ -291,7 +300,7 @@ class KafkaSubscription(Subscription):
         """Make durable that ``part``'s head suspect is delivered once more."""
         head = part.suspects[0]
         done: Future[None] = Future()
-        self._thread.command("probe", [(part.key, head.offset, head.earlier + 1)], done)
+        self._consumer.command("probe", [(part.key, head.offset, head.earlier + 1)], done)
         await asyncio.wrap_future(done)
         part.probed = head.offset
         part.marked = max(part.marked, head.offset)
@@ -327,7 +336,7 @@ class KafkaSubscription(Subscription):
                 part.ledger.committed(position)
                 offsets.append(part.topic_partition(position))
         if offsets:
-            self._thread.command("commit", offsets)
+            self._consumer.command("commit", offsets)
 
     async def release(self, deliveries: Iterable[KafkaDelivery]) -> bool:
         """Give unsettled deliveries back to the group now: re-produce each to the retry
@@ -413,7 +422,7 @@ class KafkaSubscription(Subscription):
         if self._commit_timer is not None:
             self._commit_timer.cancel()
         self._flush_commits()
-        self._thread.stop()
+        self._consumer.stop()
         await asyncio.shield(self._thread_done)
         if self._on_closed is not None:
             self._on_closed(self)

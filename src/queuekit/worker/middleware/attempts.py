@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
+
 from queuekit.worker.middleware.base import Context, DeadLetterNow, Next, Services
 from queuekit.worker.middleware.settle import MAX_ATTEMPTS_EXCEEDED
 
@@ -21,6 +23,7 @@ __all__ = ["WORKER_DIED", "AttemptLimitMiddleware"]
 WORKER_DIED = "worker died during processing"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # mypyc: a public base
 class AttemptLimitMiddleware:
     """Dead-letter (``max_attempts_exceeded``) a delivery whose attempt is already too high."""
 

@@ -39,15 +39,21 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
+
+from mypy_extensions import mypyc_attr
 
 from queuekit.broker import Delivery
 from queuekit.message import Message
+from queuekit.worker.app import HandlerSpec  # mypyc: a dataclass field's type must exist at runtime
+
+# mypyc: a compiled ``@runtime_checkable`` Protocol loses its Protocol base (runtime_checkable
+# then raises TypeError), so the protocols live in an interpreted module.
+from queuekit.worker.middleware.protocols import BindableMiddleware, Middleware, ObservingMiddleware
 
 if TYPE_CHECKING:
     from queuekit.idempotency import IdempotencyStore
     from queuekit.metrics import Metrics
-    from queuekit.worker.app import HandlerSpec
 
 __all__ = [
     "BindableMiddleware",
@@ -69,6 +75,7 @@ __all__ = [
 ]
 
 MAX_ERROR_LENGTH = 500
+_COMPILED = not __file__.endswith(".py")  # mypyc: built as an extension module
 
 
 class Outcome(enum.StrEnum):
@@ -193,6 +200,27 @@ class Context:
         self.reason = reason
         await self.delivery.dead_letter(reason, error=error)
 
+    @staticmethod
+    def new(delivery: Delivery, spec: HandlerSpec, services: Services) -> Context:
+        """``Context(delivery, spec, services)``, cheaper when compiled with mypyc (whose
+        dataclass ``__init__`` is interpreted code storing each field through a descriptor)."""
+        if not _COMPILED:
+            return Context(delivery, spec, services)
+        ctx = Context.__new__(Context)
+        ctx.delivery = delivery
+        ctx.spec = spec
+        ctx.services = services
+        ctx.payload = None
+        ctx.duplicate = False
+        ctx.outcome = None
+        ctx.reason = None
+        ctx.error = None
+        ctx.error_stage = None
+        ctx.retry_delay = None
+        ctx.handler_seconds = None
+        ctx.started = time.perf_counter()
+        return ctx
+
     def _settling(self, outcome: Outcome) -> None:
         # Marked before the broker call: a failed or cancelled settlement is not repeated.
         if self.outcome is not None:
@@ -203,38 +231,11 @@ class Context:
 Next = Callable[[Context], Awaitable[None]]
 
 
-class Middleware(Protocol):
-    """One layer of the onion (see the module docstring)."""
-
-    async def __call__(self, ctx: Context, call_next: Next) -> None: ...
-
-
-@runtime_checkable
-class BindableMiddleware(Middleware, Protocol):
-    """A middleware that can specialise itself for one handler (see the module docstring)."""
-
-    def bind(self, call_next: Next, spec: HandlerSpec, services: Services) -> Next:
-        """This layer for ``spec``, around ``call_next``; ``call_next`` itself to skip it."""
-        ...
-
-
 Observer = Callable[[Context], None]
 """Looks at a finished delivery (see the module docstring); must not raise."""
 
 
-@runtime_checkable
-class ObservingMiddleware(Middleware, Protocol):
-    """A middleware that only looks at finished deliveries (see the module docstring).
-
-    Its ``__call__`` must behave like awaiting ``call_next(ctx)`` and then calling its
-    observer with ``ctx``, whether the inner layers returned or raised.
-    """
-
-    def observer(self, spec: HandlerSpec, services: Services) -> Observer | None:
-        """What to call with each finished delivery of ``spec``; None if nothing."""
-        ...
-
-
+@mypyc_attr(allow_interpreted_subclasses=True)  # mypyc: a public base
 class Observing:
     """A base for observing middleware: ``__call__`` made from :meth:`observer`, which
     subclasses define, so both ways of running the layer behave the same."""

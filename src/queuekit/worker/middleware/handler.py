@@ -107,11 +107,22 @@ class HandlerThreads:
             with self._lock:
                 self._idle += 1
 
-    def _work(self, job: _Job) -> None:
+    def _start(self, job: _Job) -> float | None:
+        """Mark ``job`` started and return when; None if it was abandoned while queued.
+
+        A method of its own so that type checkers (and mypyc, which compiles by their verdict)
+        do not carry ``job.abandoned`` narrowed to False into the rest of :meth:`_work`.
+        """
         with self._lock:
-            if job.abandoned:  # abandoned while queued: nobody wants the result
-                return
+            if job.abandoned:  # nobody wants the result
+                return None
             job.started_at = time.monotonic()
+            return job.started_at
+
+    def _work(self, job: _Job) -> None:
+        started_at = self._start(job)
+        if started_at is None:
+            return
         result: Any = None
         error: BaseException | None = None
         try:
@@ -130,7 +141,7 @@ class HandlerThreads:
                 extra={
                     "pool": self.name,
                     "hung_threads": hung,
-                    "seconds": round(time.monotonic() - job.started_at, 3),
+                    "seconds": round(time.monotonic() - started_at, 3),
                 },
             )
             return

@@ -31,6 +31,8 @@ import itertools
 import os
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
+
 from queuekit.worker.middleware.base import Context, Next, Services, describe_error
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ DEFAULT_LEASE = 300.0
 LEASE_MARGIN = 30.0
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # mypyc: a public base
 class IdempotencyMiddleware:
     """Skip messages whose key was processed; see the module docstring."""
 
@@ -81,9 +84,9 @@ class IdempotencyMiddleware:
             return
         try:
             await call_next(ctx)
-        except BaseException:
+        except BaseException as exc:
             await self._release(ctx, store, key, token)
-            raise
+            raise exc  # mypyc: a bare raise after an await re-raises sys.exc_info()
         try:
             await store.complete(key, token)
         except Exception as exc:
@@ -93,7 +96,10 @@ class IdempotencyMiddleware:
     def _key(ctx: Context) -> str:
         spec = ctx.spec
         make_key = spec.idempotency_key
-        key = ctx.message.id if make_key is None or make_key is False else make_key(ctx.payload)
+        # object: make_key is user code, whatever its annotation says.
+        key: object = (
+            ctx.message.id if make_key is None or make_key is False else make_key(ctx.payload)
+        )
         if not isinstance(key, str) or not key:
             raise TypeError(f"idempotency_key of {spec.topic!r} must return a non-empty str")
         return f"{spec.topic}/{spec.group}/{key}"

@@ -11,6 +11,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from mypy_extensions import mypyc_attr
+
 from queuekit.worker.middleware.base import Context, Observer, Observing, Outcome, Services
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ _TEXT = {
 }
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # mypyc: a public base
 class LoggingMiddleware(Observing):
     """Log how each delivery ended: topic, group, message_id, attempt, outcome, duration_ms.
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
+
 from queuekit.worker.middleware.base import Context, Next, Observer, Services
 
 if TYPE_CHECKING:
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["MetricsMiddleware"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # mypyc: a public base
 class MetricsMiddleware:
     """Record ``worker_tasks_processed_total``, ``worker_task_duration_seconds`` and
     ``queue_errors_total{stage}`` once the inner layers have settled the delivery.

@@ -22,6 +22,8 @@ import asyncio
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from mypy_extensions import mypyc_attr
+
 from queuekit.errors import Reject, Retry
 from queuekit.worker.middleware.base import (
     Context,
@@ -42,6 +44,7 @@ __all__ = ["MAX_ATTEMPTS_EXCEEDED", "SettlementMiddleware"]
 MAX_ATTEMPTS_EXCEEDED = "max_attempts_exceeded"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # mypyc: a public base
 class SettlementMiddleware:
     """Settle each delivery exactly once according to the policy above."""
 
@@ -71,10 +74,10 @@ class _Settlement:
         """Run the rest of the chain and settle ``ctx`` by what it did."""
         try:
             await self._call_next(ctx)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as cancelled:
             if not ctx.settled:
                 await _settle(ctx, ctx.nack(0.0, _RELEASED))
-            raise
+            raise cancelled  # mypyc: a bare raise after an await re-raises sys.exc_info()
         except Reject as exc:
             await _settle(ctx, ctx.dead_letter(f"rejected: {exc.reason}", None))
         except DeadLetterNow as exc:

@@ -17,6 +17,8 @@ import asyncio
 from asyncio import current_task, get_running_loop
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
+
 from queuekit.worker.middleware.base import Context, HandlerTimeout, Next, Services
 
 if TYPE_CHECKING:
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["TimeoutMiddleware"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # mypyc: a public base
 class TimeoutMiddleware:
     """Raise :class:`HandlerTimeout` when the inner layers overrun ``ctx.spec.timeout``."""
 

@@ -14,6 +14,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 import orjson
+from mypy_extensions import mypyc_attr
 
 from queuekit.worker.middleware.base import MAX_ERROR_LENGTH, Context, DeadLetterNow, Next, Services
 
@@ -36,6 +37,7 @@ def summarize_validation_error(exc: ValidationError) -> str:
     return f"{exc.title}: " + "; ".join(parts)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # mypyc: a public base
 class ValidationMiddleware:
     """Set ``ctx.payload`` from the message body, or dead-letter it as ``invalid_payload``."""
 
