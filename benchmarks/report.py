@@ -176,9 +176,16 @@ def as_json(run: Run) -> dict[str, Any]:
 
 
 def write(run: Run, folder: Path) -> tuple[Path, Path]:
-    """Write ``<date>.md`` and ``<date>.json`` into ``folder``; return their paths."""
+    """Write ``<date>.md`` and ``<date>.json`` into ``folder``; return their paths.
+
+    A later run of the same day writes ``<date>-2.md`` and so on: it never overwrites one.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    stem = run.environment["date"][:10]
+    date = run.environment["date"][:10]
+    stem, n = date, 1
+    while (folder / f"{stem}.md").exists() or (folder / f"{stem}.json").exists():
+        n += 1
+        stem = f"{date}-{n}"
     md, js = folder / f"{stem}.md", folder / f"{stem}.json"
     md.write_text(markdown(run))
     js.write_text(json.dumps(as_json(run), indent=2) + "\n")

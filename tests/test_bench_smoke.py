@@ -89,6 +89,23 @@ def test_harness_runs_sqlite_side_by_side_and_writes_results(tmp_path: Path) -> 
     assert results.with_suffix(".md").read_text().startswith("# queuekit benchmarks")
 
 
+def test_a_second_harness_run_does_not_overwrite_the_first_results(tmp_path: Path) -> None:
+    # Given the results of one tiny harness run
+    argv = [sys.executable, "-m", "benchmarks", "--only", "sqlite", "--count", "50"]
+    argv += ["--rounds", "1", "--skip-peers", "--results-dir", str(tmp_path)]
+    subprocess.run(argv, cwd=REPO, capture_output=True, timeout=55, check=True)
+    (first,) = tmp_path.glob("*.json")
+    written = first.read_bytes()
+
+    # When a second run writes into the same folder (the same day: it is named by the date)
+    subprocess.run(argv, cwd=REPO, capture_output=True, timeout=55, check=True)
+
+    # Then it wrote files of its own, and the first run's are unchanged
+    assert len(list(tmp_path.glob("*.json"))) == 2
+    assert len(list(tmp_path.glob("*.md"))) == 2
+    assert first.read_bytes() == written
+
+
 async def test_a_bench_run_deletes_its_topic_afterwards() -> None:
     # Given a broker
     async with MemoryBroker() as broker:
