@@ -167,7 +167,10 @@ class Message:
         if delay is not None:
             if isinstance(delay, bool) or not isinstance(delay, int | float):
                 raise InvalidMessage("delay must be a finite, non-negative number of seconds")
-            seconds = float(delay)
+            try:
+                seconds = float(delay)
+            except OverflowError:  # an int beyond any float: never deliverable either
+                seconds = math.inf
             if not math.isfinite(seconds) or seconds < 0:
                 raise InvalidMessage("delay must be a finite, non-negative number of seconds")
         if key is not None and not isinstance(key, str):
