@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -280,3 +281,22 @@ async def test_an_observer_sees_a_failed_delivery_settled_for_retry(broker: Memo
 
     # Then the observer saw each attempt's final outcome
     assert log == ["audit saw outcome=retried", "audit saw outcome=success"]
+
+
+async def test_the_fast_context_constructor_fills_every_field_as_the_dataclass_does(
+    broker: MemoryBroker,
+) -> None:
+    # Given a real delivery and the pieces of a context
+    _, spec, services = logging_endpoint([])
+    await publish(broker, "jobs", {"n": 1})
+    delivery = await anext(await broker.subscribe("jobs"))
+
+    # When a context is built by Context.new (direct slot stores when compiled) and by
+    # the dataclass constructor
+    fast, plain = Context.new(delivery, spec, services), Context(delivery, spec, services)
+
+    # Then every field is set alike (the start time apart), also one added later
+    for field in dataclasses.fields(Context):
+        if field.name != "started":
+            assert getattr(fast, field.name) == getattr(plain, field.name), field.name
+    assert fast.started <= plain.started
