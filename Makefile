@@ -28,7 +28,7 @@ $(COMPILED_STAMP): pyproject.toml $(SOURCES)
 	@# .venv would import them in place of the .py files.
 	rm -rf build/compiled && mkdir -p build/compiled && cp -r pyproject.toml README.md src build/compiled/
 	HATCH_BUILD_HOOKS_ENABLE=1 $(COMPILED_BIN)/pip install --quiet "./build/compiled[dev]"
-	@$(COMPILED_BIN)/python -c "import queuekit.worker.runtime as m, sys; sys.exit(0 if m.__file__.endswith('.so') else 'queuekit was not compiled')"
+	@$(COMPILED_BIN)/python -c "import queuekit.message as m, sys; sys.exit(0 if m.COMPILED else 'queuekit was not compiled')"
 	@touch $(COMPILED_STAMP)
 
 compiled: $(COMPILED_STAMP) ## Build the mypyc-compiled queuekit into .venv-compiled (needs a C compiler).

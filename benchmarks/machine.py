@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import queuekit.worker.runtime
 from benchmarks.workload import RABBITMQ_MANAGEMENT, REDIS_URL
+from queuekit.message import COMPILED
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,8 +67,7 @@ def library_versions() -> dict[str, str]:
     except ImportError:
         pass
     found["sqlite"] = __import__("sqlite3").sqlite_version
-    compiled = not str(queuekit.worker.runtime.__file__).endswith(".py")
-    found["queuekit build"] = "compiled (mypyc)" if compiled else "interpreted"
+    found["queuekit build"] = "compiled (mypyc)" if COMPILED else "interpreted"
     return found
 
 

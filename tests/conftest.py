@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import queuekit.worker.runtime
+from queuekit.message import COMPILED
 
 
 def pytest_report_header() -> str:
     """Name the build under test: the mypyc-compiled wheel or the interpreted source."""
-    compiled = not queuekit.worker.runtime.__file__.endswith(".py")
-    return f"queuekit build: {'compiled (mypyc)' if compiled else 'interpreted'}"
+    return f"queuekit build: {'compiled (mypyc)' if COMPILED else 'interpreted'}"

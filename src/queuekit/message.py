@@ -18,6 +18,9 @@ MAX_PRIORITY = 9
 DEFAULT_GROUP = "default"
 DLQ_SUFFIX = ".dlq"
 
+COMPILED = not __file__.endswith(".py")
+"""This module, and with it the whole hot path (built as one), is the mypyc-compiled build."""
+
 # Used with fullmatch: "$" alone would accept a trailing newline.
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 MAX_TOPIC_LENGTH = 120
@@ -220,7 +223,7 @@ class Message:
         ``object.__setattr__`` per field). Fields must already be valid: use
         :meth:`build` for anything that comes from a user.
         """
-        if _COMPILED:
+        if COMPILED:
             # mypyc: Message is a native class (its __class__ cannot be assigned) whose
             # dataclass __init__ is interpreted code calling object.__setattr__ per field; compiled
             # stores to a Message bypass the frozen __setattr__ and set the slots directly.
@@ -285,7 +288,6 @@ class _UnfrozenMessage:
 
 
 _new_unfrozen = object.__new__
-_COMPILED = not __file__.endswith(".py")  # mypyc: built as an extension module
 
 
 def check_priority(priority: object) -> int:

@@ -17,19 +17,16 @@ from pathlib import Path
 
 import pytest
 
-import queuekit.message
 from queuekit.backends import create_broker
 from queuekit.backends.sqlite import SqliteBroker, from_settings
 from queuekit.backends.sqlite.schema import SCHEMA_VERSION
 from queuekit.backends.sqlite.store import SqliteStore
 from queuekit.errors import BrokerUnavailable, InvalidMessage
-from queuekit.message import Message
+from queuekit.message import COMPILED, Message
 from queuekit.settings import Settings
 
 WAIT = 10.0
 VISIBILITY_TIMEOUT = 1.0
-# mypyc compiled queuekit.message: Message is a native class whose fields keep their types.
-NATIVE_MESSAGE = not str(queuekit.message.__file__).endswith(".py")
 
 
 @pytest.fixture
@@ -321,7 +318,7 @@ async def test_malformed_messages_are_refused_before_anything_is_stored(
     # Given a valid message, and malformed ones: a field of the wrong type is refused by the
     # compiled build's native Message at construction already, with TypeError
     valid = Message.build("strict", 1)
-    wrong_type = TypeError if NATIVE_MESSAGE else InvalidMessage
+    wrong_type = TypeError if COMPILED else InvalidMessage
     malformed: list[tuple[Callable[[], Message], type[Exception]]] = [
         (lambda: Message("strict", "not bytes"), wrong_type),  # type: ignore[arg-type]
         (lambda: Message("strict", b"1", key=5), wrong_type),  # type: ignore[arg-type]

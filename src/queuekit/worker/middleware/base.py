@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from mypy_extensions import mypyc_attr
 
 from queuekit.broker import Delivery
-from queuekit.message import Message
+from queuekit.message import COMPILED, Message
 from queuekit.worker.app import HandlerSpec  # mypyc: a dataclass field's type must exist at runtime
 
 # mypyc: a compiled ``@runtime_checkable`` Protocol loses its Protocol base (runtime_checkable
@@ -75,7 +75,6 @@ __all__ = [
 ]
 
 MAX_ERROR_LENGTH = 500
-_COMPILED = not __file__.endswith(".py")  # mypyc: built as an extension module
 
 
 class Outcome(enum.StrEnum):
@@ -204,7 +203,7 @@ class Context:
     def new(delivery: Delivery, spec: HandlerSpec, services: Services) -> Context:
         """``Context(delivery, spec, services)``, cheaper when compiled with mypyc (whose
         dataclass ``__init__`` is interpreted code storing each field through a descriptor)."""
-        if not _COMPILED:
+        if not COMPILED:
             return Context(delivery, spec, services)
         ctx = Context.__new__(Context)
         ctx.delivery = delivery
