@@ -27,14 +27,13 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from queuekit.backends import create_broker
+from queuekit.bench_acks import AckCounter
 from queuekit.broker import Admin, Broker
 from queuekit.errors import ConfigError
 from queuekit.message import DEFAULT_GROUP, Message, validate_topic
 from queuekit.metrics import Metrics
 from queuekit.settings import Settings
 from queuekit.worker import DEFAULT_MIDDLEWARE, App, Worker
-from queuekit.worker.app import HandlerSpec
-from queuekit.worker.middleware import Context, Observer, Observing, Outcome, Services
 
 __all__ = [
     "BenchConfig",
@@ -135,47 +134,6 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[rank - 1]
 
 
-_SUCCESS = Outcome.SUCCESS  # read once: an enum member read through its class is slow
-
-
-class _AckCounter(Observing):
-    """Outermost middleware, an observer: counts acks and records scheduled-send -> ack
-    latencies."""
-
-    def __init__(self) -> None:
-        self.acked = 0
-        self.target = 0
-        self.reached = asyncio.Event()
-        self.scheduled: dict[str, float] = {}
-        self.latencies: list[float] = []
-        self.on_ack: Callable[[int], None] | None = None
-
-    def expect(self, total: int) -> None:
-        """Set the ack count that ends the current phase (counts are cumulative)."""
-        self.target = total
-        self.reached.clear()
-        if self.acked >= total:
-            self.reached.set()
-
-    def observer(self, spec: HandlerSpec, services: Services) -> Observer:
-        """Counting is the same for every handler."""
-        return self.count
-
-    def count(self, ctx: Context) -> None:
-        """Count ``ctx`` if it was acked, recording its latency if it was scheduled."""
-        if ctx.outcome is not _SUCCESS:
-            return
-        if self.scheduled:
-            sent = self.scheduled.pop(ctx.delivery.message.id, None)
-            if sent is not None:
-                self.latencies.append(time.perf_counter() - sent)
-        self.acked += 1
-        if self.on_ack is not None:
-            self.on_ack(self.acked)
-        if self.acked >= self.target:
-            self.reached.set()
-
-
 async def _noop(payload: Any) -> None:
     """The benchmark's handler: does nothing with the payload it is given.
 
@@ -195,7 +153,7 @@ async def run_bench(
         TimeoutError: a phase made no progress to completion within 10 minutes.
     """
     body = make_payload(config.payload_bytes)
-    counter = _AckCounter()
+    counter = AckCounter()
     app = App("queuekit-bench")
     app.handler(
         config.topic, group=DEFAULT_GROUP, retries=0, idempotency_key=False, concurrency=None
@@ -265,7 +223,7 @@ async def _wait_until_consuming(worker: Worker, running: asyncio.Task[None]) -> 
 
 
 def _phase(
-    counter: _AckCounter,
+    counter: AckCounter,
     name: str,
     acked_before: int,
     total: int,
@@ -277,7 +235,7 @@ def _phase(
         counter.on_ack = lambda acked: progress(name, acked - acked_before, total)
 
 
-async def _finish(counter: _AckCounter, running: asyncio.Task[None]) -> None:
+async def _finish(counter: AckCounter, running: asyncio.Task[None]) -> None:
     """Wait until the phase's acks arrived, or the worker failed."""
     reached = asyncio.ensure_future(counter.reached.wait())
     try:
@@ -303,7 +261,7 @@ async def _publish_batches(
 async def _latency_phase(
     broker: Broker,
     build: Callable[[int], list[Message]],
-    counter: _AckCounter,
+    counter: AckCounter,
     running: asyncio.Task[None],
     result: BenchResult,
     config: BenchConfig,
