@@ -225,8 +225,9 @@ class HandlerSeries:
     def record(self, outcome: str, duration: float | None) -> None:
         """Count one finished message and, if its handler ran, its ``duration`` in seconds."""
         outcomes = self.outcomes
-        if outcome in outcomes:
-            outcomes[outcome] += 1
+        count = outcomes.get(outcome)
+        if count is not None:
+            outcomes[outcome] = count + 1
         else:
             outcomes[outcome] = 1  # before it is listed: a scrape may be reading the list
             self._first_seen.append((self, outcome, time.time()))

@@ -254,3 +254,43 @@ async def test_the_timeout_holds_when_a_middleware_runs_the_rest_in_a_task_of_it
 
     # Then the first call timed out (a retry, not a release) and the second succeeded
     assert outcomes == ["retried:timeout", "success:None"]
+
+
+class _ClockAheadLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock is not time.monotonic (as uvloop's is not)."""
+
+    def time(self) -> float:
+        return super().time() + 1000.0
+
+
+def test_the_bound_timeout_keeps_the_time_of_a_loop_with_a_clock_of_its_own() -> None:
+    # Given a handler with a 0.1 s timeout that hangs, its layer bound to it, on a loop
+    # whose clock runs 1000 s ahead of time.monotonic
+    async def endpoint(ctx: Context) -> None:
+        await asyncio.Event().wait()
+
+    spec = HandlerSpec(topic="jobs", group="default", func=endpoint, timeout=0.1)
+    services = Services("svc", "memory", logging.getLogger("test"))
+    chain = compose([TimeoutMiddleware()], endpoint, spec=spec, services=services)
+
+    async def call_once() -> float:
+        broker = MemoryBroker()
+        await broker.connect()
+        await publish(broker, "jobs", {"n": 1})
+        delivery = await anext(await broker.subscribe("jobs"))
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(HandlerTimeout):
+            await chain(Context(delivery, spec, services))
+        elapsed = asyncio.get_running_loop().time() - started
+        await broker.close()
+        return elapsed
+
+    # When the handler is called on that loop
+    loop = _ClockAheadLoop()
+    try:
+        elapsed = loop.run_until_complete(call_once())
+    finally:
+        loop.close()
+
+    # Then the deadline ran on the loop's own clock: a full timeout, not at once
+    assert 0.1 <= elapsed < 5.0
