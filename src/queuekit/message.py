@@ -299,6 +299,33 @@ def check_priority(priority: object) -> int:
     return priority
 
 
+def check_fields(message: Message) -> None:
+    """Raise :class:`InvalidMessage` unless ``message``'s fields are what every backend
+    stores: a non-empty ``str`` id, priority 0-9, ``bytes`` payload, ``str`` or None key and
+    str -> str headers (the topic is each backend's to check, against its cached names).
+
+    Backends check every message of a batch with it before storing any. A message from
+    :meth:`Message.build` always passes; one made with ``Message(...)`` may not (a compiled
+    build's native ``Message`` refuses a payload, key or id of the wrong type at construction
+    already, with ``TypeError``). The fields are read as ``object``: compiled, their types
+    are only what the class declares, and these checks are for values that are not.
+    """
+    priority: object = message.priority
+    if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        check_priority(priority)
+    payload: object = message.payload
+    if not isinstance(payload, bytes):
+        raise InvalidMessage("message payload must be bytes (see queuekit.codec)")
+    key: object = message.key
+    if key is not None and not isinstance(key, str):
+        raise InvalidMessage("message key must be a string or None")
+    message_id: object = message.id
+    if not isinstance(message_id, str) or not message_id:
+        raise InvalidMessage("message id must be a non-empty string")
+    if message.headers:
+        check_headers(message.headers)
+
+
 def check_headers(headers: object) -> dict[str, str]:
     """Return headers as a plain str->str dict, or raise :class:`InvalidMessage`."""
     if not isinstance(headers, Mapping):

@@ -33,14 +33,13 @@ from queuekit.broker import (
     Subscription,
     TopicStats,
 )
-from queuekit.errors import BrokerUnavailable, InvalidMessage
+from queuekit.errors import BrokerUnavailable
 from queuekit.message import (
     DEFAULT_GROUP,
     MAX_PRIORITY,
-    MIN_PRIORITY,
     DeadLetter,
     Message,
-    check_priority,
+    check_fields,
     dead_letter_headers,
     dlq_topic,
     parse_dead_letter,
@@ -532,11 +531,7 @@ class MemoryBroker(Broker, Admin):
         for message in messages:  # every message is checked before any is stored
             if message.topic is not checked_topic:
                 checked_topic = validate_topic(message.topic)
-            priority = message.priority
-            if priority.__class__ is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-                check_priority(priority)  # raises with the reason
-            if not isinstance(message.payload, bytes):
-                raise InvalidMessage("message payload must be bytes")
+            check_fields(message)
         self.store.append(messages)
 
     async def subscribe(

@@ -23,14 +23,12 @@ from queuekit.backends.kafka.producer import CLIENT_LOG, AsyncProducer
 from queuekit.backends.kafka.records import OutRecord, to_record
 from queuekit.backends.kafka.subscription import KafkaSubscription
 from queuekit.broker import Admin, Broker, Features, TopicStats
-from queuekit.errors import BrokerUnavailable, InvalidMessage
+from queuekit.errors import BrokerUnavailable
 from queuekit.message import (
     DEFAULT_GROUP,
-    MAX_PRIORITY,
-    MIN_PRIORITY,
     DeadLetter,
     Message,
-    check_priority,
+    check_fields,
     validate_group,
     validate_topic,
 )
@@ -159,11 +157,8 @@ class KafkaBroker(Broker, Admin):
             topic = message.topic
             if topic not in topics:
                 topics.add(validate_topic(topic))
+            check_fields(message)
             priority = message.priority
-            if priority.__class__ is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-                check_priority(priority)
-            if message.payload.__class__ is not bytes and not isinstance(message.payload, bytes):
-                raise InvalidMessage("message payload must be bytes")
             due = message.not_before
             if due is not None and due > now:
                 target = delay_topic(topic)

@@ -24,12 +24,12 @@ from queuekit.backends.rabbitmq.publisher import ConfirmPublisher, Outgoing
 from queuekit.backends.rabbitmq.subscription import RabbitMQSubscription
 from queuekit.backends.rabbitmq.topology import Route, Topology
 from queuekit.broker import Admin, Broker, Features, TopicStats
-from queuekit.errors import BrokerUnavailable, InvalidMessage
+from queuekit.errors import BrokerUnavailable
 from queuekit.message import (
     DEFAULT_GROUP,
     DeadLetter,
     Message,
-    check_priority,
+    check_fields,
     validate_group,
     validate_topic,
 )
@@ -190,9 +190,7 @@ class RabbitMQBroker(Broker, Admin):
                 self._topic_routes.clear()
             self._topic_routes[message.topic] = route
             self._used.add(message.topic)
-        check_priority(message.priority)
-        if not isinstance(message.payload, bytes):
-            raise InvalidMessage("message payload must be bytes")
+        check_fields(message)
         if message.not_before is not None and message.not_before > now:
             route = Route(message.topic, None, names.delay_tier_ms(message.not_before - now))
         return Outgoing(route, message.payload, wire.properties(message))

@@ -28,12 +28,12 @@ from queuekit.backends.redis_streams.settle import Settler
 from queuekit.backends.redis_streams.subscription import RedisSubscription
 from queuekit.batching import GroupCommitter
 from queuekit.broker import Admin, Broker, Features, TopicStats
-from queuekit.errors import BrokerUnavailable, InvalidMessage, PublishError
+from queuekit.errors import BrokerUnavailable, PublishError
 from queuekit.message import (
     DEFAULT_GROUP,
     DeadLetter,
     Message,
-    check_priority,
+    check_fields,
     validate_group,
     validate_topic,
 )
@@ -165,9 +165,7 @@ class RedisStreamsBroker(Broker, Admin):
         for message in messages:
             if message.topic not in self._known_topics:
                 self._known_topics.add(validate_topic(message.topic))
-            check_priority(message.priority)
-            if not isinstance(message.payload, bytes):
-                raise InvalidMessage("message payload must be bytes")
+            check_fields(message)
         with mapped_errors("publishing"):
             await publisher.submit(messages)
 

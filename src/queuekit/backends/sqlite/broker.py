@@ -25,14 +25,13 @@ from queuekit.backends.sqlite.store import Settlement
 from queuekit.backends.sqlite.subscription import LeaseSettings, SqliteSubscription
 from queuekit.batching import GroupCommitter, WriteBehind
 from queuekit.broker import Admin, Broker, Features, TopicStats
-from queuekit.errors import BrokerUnavailable, InvalidMessage, PublishError
+from queuekit.errors import BrokerUnavailable, PublishError
 from queuekit.interpreter import DEFAULT_SWITCH_INTERVAL
 from queuekit.message import (
     DEFAULT_GROUP,
     DeadLetter,
     Message,
-    check_headers,
-    check_priority,
+    check_fields,
     parse_dead_letter,
     validate_group,
     validate_topic,
@@ -163,13 +162,7 @@ class SqliteBroker(Broker, Admin):
     def _check(self, message: Message) -> None:
         if message.topic not in self._valid_topics:
             self._valid_topics.add(validate_topic(message.topic))
-        check_priority(message.priority)
-        if not isinstance(message.payload, bytes):
-            raise InvalidMessage("message payload must be bytes (see queuekit.codec)")
-        if message.key is not None and not isinstance(message.key, str):
-            raise InvalidMessage("message key must be a string or None")
-        if message.headers:
-            check_headers(message.headers)
+        check_fields(message)
 
     async def _write_messages(self, messages: Sequence[Message]) -> None:
         now = time.time()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
 from queuekit.broker import Broker, Delivery, Subscription
-from queuekit.errors import BrokerUnavailable, InvalidTopic
-from queuekit.message import Message
+from queuekit.errors import BrokerUnavailable, InvalidMessage, InvalidTopic
+from queuekit.message import COMPILED, Message
 from queuekit.testing.conformance.base import ConformanceBase
 from queuekit.testing.conformance.helpers import (
     DEFAULT_WAIT,
@@ -201,6 +202,36 @@ class LifecycleConformance(ConformanceBase):
         # And a batch with one bad message stores none of it
         with pytest.raises(InvalidTopic):
             await broker.publish([Message(topic, b"1"), Message("bad topic", b"2")])
+        sub = await broker.subscribe(topic)
+        await assert_no_delivery(sub, within=0.3)
+        [sent] = await publish_json(broker, topic, ["fine"])
+        assert (await next_delivery(sub)).message.id == sent.id
+
+    async def test_malformed_messages_are_refused_and_nothing_is_half_written(
+        self, broker: Broker, topic: str
+    ) -> None:
+        # Given messages made with Message(...) whose fields are malformed (a compiled build's
+        # native Message refuses a field of the wrong type at construction already)
+        wrong_type = TypeError if COMPILED else InvalidMessage
+        malformed: list[tuple[Callable[[], Message], type[Exception]]] = [
+            (lambda: Message(topic, "not bytes"), wrong_type),  # type: ignore[arg-type]
+            (lambda: Message(topic, b"1", key=5), wrong_type),  # type: ignore[arg-type]
+            (lambda: Message(topic, b"1", id=7), wrong_type),  # type: ignore[arg-type]
+            (lambda: Message(topic, b"1", id=""), InvalidMessage),
+            (lambda: Message(topic, b"1", headers={"n": 1}), InvalidMessage),  # type: ignore[dict-item]
+            (lambda: Message(topic, b"1", headers={"": "no name"}), InvalidMessage),
+            (lambda: Message(topic, b"1", priority=10), InvalidMessage),
+            (lambda: Message(topic, b"1", priority=-1), InvalidMessage),
+        ]
+        if not COMPILED:  # a native Message stores priority=True as the int 1
+            malformed.append((lambda: Message(topic, b"1", priority=True), InvalidMessage))
+
+        # When each is published in a batch after a valid message, Then the batch is refused
+        for make, error in malformed:
+            with pytest.raises(error):
+                await broker.publish([Message.build(topic, "valid"), make()])
+
+        # And none of those batches was stored: the first delivery is a later message
         sub = await broker.subscribe(topic)
         await assert_no_delivery(sub, within=0.3)
         [sent] = await publish_json(broker, topic, ["fine"])
