@@ -172,6 +172,8 @@ class Broker(abc.ABC):
         """Publish messages (of any topics) and return once the broker holds them durably.
 
         Raises:
+            InvalidTopic, InvalidMessage: a message is malformed (a bad topic name, or fields
+                that :func:`~queuekit.message.check_fields` refuses); none of them was stored.
             BrokerUnavailable: the broker cannot be reached.
             PublishError: the broker refused or did not confirm the messages; none or only
                 some of them may have been stored.
