@@ -31,6 +31,15 @@ async def _assert_still_running(task: asyncio.Task[object], within: float) -> No
     assert not done, "expected the consumer to be waiting"
 
 
+async def _assert_nothing_stored(broker: Broker, topic: str) -> None:
+    """Nothing published to ``topic`` so far was stored: a new subscriber's first delivery
+    is a message published after it."""
+    sub = await broker.subscribe(topic)
+    await assert_no_delivery(sub, within=0.3)
+    [sent] = await publish_json(broker, topic, ["fine"])
+    assert (await next_delivery(sub)).message.id == sent.id
+
+
 class LifecycleConformance(ConformanceBase):
     """Flow control and the lifecycle of subscriptions and brokers."""
 
@@ -202,10 +211,7 @@ class LifecycleConformance(ConformanceBase):
         # And a batch with one bad message stores none of it
         with pytest.raises(InvalidTopic):
             await broker.publish([Message(topic, b"1"), Message("bad topic", b"2")])
-        sub = await broker.subscribe(topic)
-        await assert_no_delivery(sub, within=0.3)
-        [sent] = await publish_json(broker, topic, ["fine"])
-        assert (await next_delivery(sub)).message.id == sent.id
+        await _assert_nothing_stored(broker, topic)
 
     async def test_malformed_messages_are_refused_and_nothing_is_half_written(
         self, broker: Broker, topic: str
@@ -232,7 +238,4 @@ class LifecycleConformance(ConformanceBase):
                 await broker.publish([Message.build(topic, "valid"), make()])
 
         # And none of those batches was stored: the first delivery is a later message
-        sub = await broker.subscribe(topic)
-        await assert_no_delivery(sub, within=0.3)
-        [sent] = await publish_json(broker, topic, ["fine"])
-        assert (await next_delivery(sub)).message.id == sent.id
+        await _assert_nothing_stored(broker, topic)
